@@ -153,6 +153,11 @@ func (k *Key) Set(key, val string, opts SetOpts, st Stamp) (op *Op, old string, 
 	if (opts.NX && exists) || (opts.XX && !exists) {
 		return nil, old, hadOld, false, nil
 	}
+	if opts.Deadline > 0 && opts.Deadline <= st.Now {
+		// A deadline in the past: Redis writes and expires at once, a delete.
+		op, _ := k.Del(key, st)
+		return op, old, hadOld, true, nil
+	}
 	b := newBuilder(k, key, st)
 	for _, t := range []Type{TypeHash, TypeSet, TypeZSet} {
 		for _, n := range sortedKeys(k.elems(t)) {

@@ -1,0 +1,266 @@
+package child
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/globalreplica/globalreplica/crdt"
+)
+
+// The scripts: lib.lua holds the crdt rules in Lua; write.lua and apply.lua
+// are the two entry points, each loaded once (SCRIPT LOAD) and called by SHA.
+var (
+	//go:embed lua/lib.lua
+	luaLib string
+	//go:embed lua/write.lua
+	luaWrite string
+	//go:embed lua/apply.lua
+	luaApply string
+)
+
+// Layout of the Redis database 1, where the engine keeps everything that is
+// not user-visible (docs/storage.md).
+const (
+	metaDB     = 1
+	keyMeta    = "meta"    // hash: seq, ms, lc (HLC), grace
+	keyApplied = "applied" // hash: origin -> last applied seq
+	keyLog     = "log"     // list: encoded local ops not yet shipped
+)
+
+// Engine errors.
+var (
+	// ErrGap is returned by Apply when a batch does not continue the applied
+	// vector: ops the destination needs are missing (brief, invariant 6).
+	ErrGap = errors.New("child: gap in the op sequence")
+	// ErrCorruptState is returned when a stored state record does not decode.
+	ErrCorruptState = errors.New("child: corrupt state record")
+)
+
+// DefaultGrace is how long the state of an expired key is kept after its
+// deadline, so that late ops from other regions still merge into it. It
+// matches the default stream retention.
+const DefaultGrace = 7 * 24 * time.Hour
+
+// EngineConfig configures the Redis engine of a region.
+type EngineConfig struct {
+	Instance string        // global instance name
+	Region   string        // this region's id
+	Grace    time.Duration // see DefaultGrace
+}
+
+func (c *EngineConfig) validate() error {
+	if !crdt.ValidRegion(c.Region) {
+		return fmt.Errorf("child: region %q: %w", c.Region, crdt.ErrBadRegion)
+	}
+	if c.Grace == 0 {
+		c.Grace = DefaultGrace
+	}
+	return nil
+}
+
+// Engine is the region's Redis engine. A local write is one script call
+// that, atomically inside Redis, advances the HLC, takes the next sequence
+// number, merges the op into the key's state and appends it to the op log.
+// A remote batch is one script call that merges the ops and raises the
+// applied vector. Reads are single commands on database 0, where user keys
+// are stored as clients see them. Engine is safe for concurrent use.
+type Engine struct {
+	cfg   EngineConfig
+	rdb   *redis.Client // database 0
+	meta  *redis.Client // database 1
+	write *redis.Script
+	apply *redis.Script
+	log   zerolog.Logger
+}
+
+// NewEngine returns an engine on a go-redis client of database 0 and loads
+// the scripts.
+func NewEngine(ctx context.Context, cfg EngineConfig, rdb *redis.Client, log zerolog.Logger) (*Engine, error) {
+	if rdb == nil {
+		return nil, errors.New("child: nil redis client")
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if db := rdb.Options().DB; db != 0 {
+		return nil, fmt.Errorf("child: the redis client must use database 0, not %d", db)
+	}
+	mopt := *rdb.Options()
+	mopt.DB = metaDB
+	e := &Engine{
+		cfg:   cfg,
+		rdb:   rdb,
+		meta:  redis.NewClient(&mopt),
+		write: redis.NewScript(luaLib + luaWrite),
+		apply: redis.NewScript(luaLib + luaApply),
+		log:   log,
+	}
+	for _, s := range []*redis.Script{e.write, e.apply} {
+		if err := s.Load(ctx, rdb).Err(); err != nil {
+			_ = e.meta.Close()
+			return nil, fmt.Errorf("child: loading scripts into redis: %w", err)
+		}
+	}
+	if err := e.meta.HSet(ctx, keyMeta, "grace", cfg.Grace.Milliseconds()).Err(); err != nil {
+		_ = e.meta.Close()
+		return nil, fmt.Errorf("child: writing engine metadata: %w", err)
+	}
+	return e, nil
+}
+
+// Close releases the engine's own connections (not the client it was given).
+func (e *Engine) Close() error { return e.meta.Close() }
+
+// Region returns the engine's region id.
+func (e *Engine) Region() string { return e.cfg.Region }
+
+// Redis returns the client of database 0, for reads.
+func (e *Engine) Redis() *redis.Client { return e.rdb }
+
+// Write runs one local write command of the write script: cmd is the
+// script's command name (set, incrby, hset, ...) and args its normalized
+// arguments. The reply is the script's: int64, string, nil, []any, or an
+// error carrying Redis's own error text (redis.Error).
+func (e *Engine) Write(ctx context.Context, cmd string, args ...string) (any, error) {
+	argv := make([]any, 0, len(args)+2)
+	argv = append(argv, e.cfg.Region, cmd)
+	for _, a := range args {
+		argv = append(argv, a)
+	}
+	v, err := e.write.EvalSha(ctx, e.rdb, nil, argv...).Result()
+	if err != nil && isNoScript(err) {
+		v, err = e.write.Eval(ctx, e.rdb, nil, argv...).Result()
+	}
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	return v, err
+}
+
+func isNoScript(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") }
+
+// ApplyResult is what one remote batch did.
+type ApplyResult struct {
+	Applied   int            // ops applied (ops at or below the applied vector are skipped)
+	LastSeq   uint64         // the origin's applied sequence number afterwards
+	Conflicts map[string]int // conflicts resolved, by kind
+}
+
+// Apply merges a batch of encoded ops of one origin, in sequence order, and
+// raises the origin's applied sequence in the same atomic step. Ops already
+// applied are skipped; a batch that does not continue from the applied
+// sequence fails with ErrGap and changes nothing.
+func (e *Engine) Apply(ctx context.Context, origin string, ops [][]byte) (ApplyResult, error) {
+	argv := make([]any, 0, len(ops)+1)
+	argv = append(argv, origin)
+	for _, op := range ops {
+		argv = append(argv, op)
+	}
+	v, err := e.apply.EvalSha(ctx, e.rdb, nil, argv...).Result()
+	if err != nil && isNoScript(err) {
+		v, err = e.apply.Eval(ctx, e.rdb, nil, argv...).Result()
+	}
+	if err != nil {
+		if strings.HasPrefix(err.Error(), "GAP ") {
+			return ApplyResult{}, fmt.Errorf("%w: %s", ErrGap, err.Error())
+		}
+		return ApplyResult{}, fmt.Errorf("child: applying ops of %s: %w", origin, err)
+	}
+	arr, ok := v.([]any)
+	if !ok || len(arr) < 2 {
+		return ApplyResult{}, fmt.Errorf("child: unexpected apply reply %v", v)
+	}
+	res := ApplyResult{Applied: int(toInt(arr[0])), LastSeq: uint64(toInt(arr[1]))}
+	for i := 2; i+1 < len(arr); i += 2 {
+		if res.Conflicts == nil {
+			res.Conflicts = map[string]int{}
+		}
+		k, _ := arr[i].(string)
+		res.Conflicts[k] += int(toInt(arr[i+1]))
+	}
+	return res, nil
+}
+
+func toInt(v any) int64 {
+	n, _ := v.(int64)
+	return n
+}
+
+// Get returns a string key's value as clients see it. ok is false when the
+// key does not exist; a key of another type gives crdt.ErrWrongType.
+func (e *Engine) Get(ctx context.Context, key string) (string, bool, error) {
+	raw, err := e.rdb.Get(ctx, key).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	return decodeString(key, raw)
+}
+
+// decodeString turns the state record of a live string into its value.
+func decodeString(key, raw string) (string, bool, error) {
+	el, _, err := crdt.UnmarshalState(crdt.TypeString, []byte(raw))
+	if err != nil {
+		return "", false, fmt.Errorf("%w: key %q: %w", ErrCorruptState, key, err)
+	}
+	v, ok := el.StringValue()
+	return v, ok, nil
+}
+
+// Position is a region's replication position: its own last sequence number
+// and the applied vector of every origin.
+type Position struct {
+	Seq     uint64
+	Applied crdt.Vector
+}
+
+// Position reads the region's sequence number and applied vector in one
+// round trip.
+func (e *Engine) Position(ctx context.Context) (Position, error) {
+	pipe := e.meta.Pipeline()
+	seq := pipe.HGet(ctx, keyMeta, "seq")
+	app := pipe.HGetAll(ctx, keyApplied)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return Position{}, err
+	}
+	p := Position{Applied: crdt.Vector{}}
+	p.Seq, _ = seq.Uint64()
+	for r, s := range app.Val() {
+		var n uint64
+		if _, err := fmt.Sscan(s, &n); err == nil {
+			p.Applied[r] = n
+		}
+	}
+	p.Applied[e.cfg.Region] = p.Seq
+	return p, nil
+}
+
+// LogLen returns the number of local ops waiting in the op log.
+func (e *Engine) LogLen(ctx context.Context) (int64, error) { return e.meta.LLen(ctx, keyLog).Result() }
+
+// ReadLog returns up to n ops from the head of the op log, oldest first.
+func (e *Engine) ReadLog(ctx context.Context, n int64) ([][]byte, error) {
+	vals, err := e.meta.LRange(ctx, keyLog, 0, n-1).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]byte, len(vals))
+	for i, v := range vals {
+		out[i] = []byte(v)
+	}
+	return out, nil
+}
+
+// TrimLog removes the n oldest ops from the op log, after they were shipped.
+func (e *Engine) TrimLog(ctx context.Context, n int64) error {
+	return e.meta.LTrim(ctx, keyLog, n, -1).Err()
+}

@@ -1,0 +1,582 @@
+-- Global Replica engine library: the crdt package's merge rules in Lua.
+-- Every function here mirrors a function of package crdt (named in its
+-- comment); the differential tests hold the two to the same results.
+--
+-- Layout (docs/storage.md):
+--   db 0: the user keyspace, exactly what clients see. A live string holds
+--         its state record; a hash, set or sorted set holds its visible
+--         values natively (field -> value, member, member -> score).
+--   db 1: everything else. 'meta' (seq, ms, lc), 'applied' (origin -> seq),
+--         'log' (the op log, a list of encoded ops), and per user key K:
+--         'k:'..K string state when it is not live in db 0 (tombstone, or the
+--         archive copy of a string with a TTL), 'h:'..K / 's:'..K / 'z:'..K
+--         field or member -> state record, 'x:'..K the expiry register.
+
+local VERSION = 1
+local MAXSAFE = 9007199254740991
+local T_STR, T_HASH, T_SET, T_ZSET = 1, 2, 3, 4
+local TYPE_NAME = {string = T_STR, hash = T_HASH, set = T_SET, zset = T_ZSET}
+local PREFIX = {'k:', 'h:', 's:', 'z:'}
+local PERSIST = -1
+local pack, unpack = cmsgpack.pack, cmsgpack.unpack
+local rcall = redis.call
+
+local E_WRONGTYPE = 'WRONGTYPE Operation against a key holding the wrong kind of value'
+local E_NOTINT = 'ERR value is not an integer or out of range'
+local E_NOTFLOAT = 'ERR value is not a valid float'
+local E_OVERFLOW = 'ERR increment or decrement would overflow'
+local E_NAN = 'ERR increment would produce NaN or Infinity'
+local E_HNOTINT = 'ERR hash value is not an integer'
+local E_HNOTFLOAT = 'ERR hash value is not a float'
+local E_SCORENAN = 'ERR resulting score is not a number (NaN)'
+
+local curdb = 0
+local function db(n)
+  if curdb ~= n then rcall('SELECT', n); curdb = n end
+end
+
+-- fail aborts the command with a Redis error reply (level 0: no position)
+local function fail(msg) error(msg, 0) end
+
+-- numbers -------------------------------------------------------------------
+
+-- crdt.isCanonicalInt
+local function is_canonical_int(s)
+  local n = #s
+  if n == 0 or n > 20 then return false end
+  local i = 1
+  if s:sub(1, 1) == '-' then i = 2 end
+  if i > n then return false end
+  local c = s:sub(i, i)
+  if c == '0' and (n > i or i == 2) then return false end
+  return s:find('^%d+$', i) ~= nil
+end
+
+-- crdt.isDecimal
+local function is_decimal(s)
+  local i, n = 1, #s
+  local c = s:sub(i, i)
+  if c == '-' or c == '+' then i = i + 1 end
+  local digits = 0
+  while i <= n and s:byte(i) >= 48 and s:byte(i) <= 57 do i = i + 1; digits = digits + 1 end
+  if i <= n and s:sub(i, i) == '.' then
+    i = i + 1
+    while i <= n and s:byte(i) >= 48 and s:byte(i) <= 57 do i = i + 1; digits = digits + 1 end
+  end
+  if digits == 0 then return false end
+  c = s:sub(i, i)
+  if i <= n and (c == 'e' or c == 'E') then
+    i = i + 1
+    c = s:sub(i, i)
+    if c == '-' or c == '+' then i = i + 1 end
+    local ed = 0
+    while i <= n and s:byte(i) >= 48 and s:byte(i) <= 57 do i = i + 1; ed = ed + 1 end
+    if ed == 0 then return false end
+  end
+  return i == n + 1
+end
+
+-- crdt.parseNum: returns kind (0 none, 1 int, 2 float) and the value
+local function parse_num(s)
+  if is_canonical_int(s) then
+    local v = tonumber(s)
+    if v and v >= -MAXSAFE and v <= MAXSAFE then return 1, v end
+  end
+  if is_decimal(s) then
+    local v = tonumber(s)
+    if v and v == v and v ~= math.huge and v ~= -math.huge then return 2, v end
+  end
+  return 0, 0
+end
+
+-- crdt.FormatFloat
+local function fmt_float(f)
+  if f == math.huge then return 'inf' end
+  if f == -math.huge then return '-inf' end
+  local s
+  for p = 15, 17 do
+    s = string.format('%.' .. p .. 'g', f)
+    if tonumber(s) == f then break end
+  end
+  return s
+end
+
+local function fmt_int(n) return string.format('%d', n) end
+
+-- element state --------------------------------------------------------------
+-- el = {e = {{region, seq, ms, lc, val}...} sorted by region,
+--       c = {region = {seq, start, i, f}}, r = {region = {seq, start, i, f}}}
+
+local function sorted_keys(m)
+  local ks = {}
+  for k in pairs(m) do ks[#ks + 1] = k end
+  table.sort(ks)
+  return ks
+end
+
+local function dec_runs(a)
+  local m = {}
+  if a then for _, x in ipairs(a) do m[x[1]] = {x[2], x[3], x[4], x[5]} end end
+  return m
+end
+
+local function enc_runs(m)
+  local out = {}
+  for i, k in ipairs(sorted_keys(m)) do
+    local r = m[k]
+    out[i] = {k, r[1], r[2], r[3], r[4]}
+  end
+  return out
+end
+
+local function dec_vec(a)
+  local m = {}
+  if a then for _, x in ipairs(a) do m[x[1]] = x[2] end end
+  return m
+end
+
+local function enc_vec(m)
+  local out = {}
+  for i, k in ipairs(sorted_keys(m)) do out[i] = {k, m[k]} end
+  return out
+end
+
+local function new_elem() return {e = {}, c = {}, r = {}} end
+
+-- crdt.UnmarshalState
+local function dec_state(s)
+  if not s then return new_elem(), {e = {}, r = {}} end
+  local a = unpack(s)
+  if type(a) ~= 'table' or a[1] ~= VERSION then fail('ERR corrupt state record') end
+  return {e = a[2] or {}, c = dec_runs(a[3]), r = dec_runs(a[4])}, {e = a[5] or {}, r = dec_vec(a[6])}
+end
+
+local function elem_empty(el)
+  return #el.e == 0 and next(el.c) == nil and next(el.r) == nil
+end
+
+-- crdt.MarshalState (element only)
+local function enc_elem(el)
+  local a = {VERSION, el.e}
+  if next(el.c) ~= nil or next(el.r) ~= nil then a[3] = enc_runs(el.c) end
+  if next(el.r) ~= nil then a[4] = enc_runs(el.r) end
+  return pack(a)
+end
+
+local function rmseq(el, region)
+  local r = el.r[region]
+  return r and r[1] or 0
+end
+
+-- crdt.Elem.Delta
+local function delta(el)
+  local i, f, has = 0, 0, false
+  for _, r in ipairs(sorted_keys(el.c)) do
+    local c, rm = el.c[r], el.r[r]
+    local rs = rm and rm[1] or 0
+    if c[1] > rs then
+      has = true
+      if rm and c[2] == rm[2] then
+        i = i + (c[3] - rm[3]); f = f + (c[4] - rm[4])
+      else
+        i = i + c[3]; f = f + c[4]
+      end
+    end
+  end
+  return i, f, has
+end
+
+-- crdt.Elem.Winner
+local function winner(el)
+  local w
+  for _, en in ipairs(el.e) do
+    if not w or en[3] > w[3] or (en[3] == w[3] and (en[4] > w[4] or (en[4] == w[4] and en[1] > w[1]))) then
+      w = en
+    end
+  end
+  return w
+end
+
+local function live(el)
+  if #el.e > 0 then return true end
+  local _, _, has = delta(el)
+  return has
+end
+
+-- crdt.Elem.StringValue
+local function string_value(el)
+  local w = winner(el)
+  local di, df, has = delta(el)
+  if not has then
+    if w then return w[5] end
+    return nil
+  end
+  local kind, base = 1, 0
+  if w then kind, base = parse_num(w[5]) end
+  if kind == 0 then return w[5] end
+  if kind == 1 and df == 0 then return fmt_int(base + di) end
+  return fmt_float(base + di + df)
+end
+
+-- crdt.Elem.ScoreValue
+local function score_value(el)
+  local w = winner(el)
+  local di, df, has = delta(el)
+  if not w and not has then return nil end
+  return (w and w[5] or 0) + di + df
+end
+
+-- crdt.Elem.merge; returns a conflict kind or nil
+local function merge(el, region, seq, ms, lc, eo)
+  local rms = eo[3]
+  if rms then
+    for _, x in ipairs(rms) do
+      if x[2] > rmseq(el, x[1]) then el.r[x[1]] = {x[2], x[3], x[4], x[5]} end
+    end
+  end
+  local kept = {}
+  for _, en in ipairs(el.e) do
+    if en[2] > rmseq(el, en[1]) then kept[#kept + 1] = en end
+  end
+  el.e = kept
+  for r, c in pairs(el.c) do
+    if c[1] <= rmseq(el, r) then el.c[r] = nil end
+  end
+  local kind = eo[4]
+  local conflict
+  if kind == 1 then
+    if seq <= rmseq(el, region) then return nil end
+    for _, en in ipairs(el.e) do
+      if en[1] == region and en[2] == seq then return nil end
+    end
+    kept = {}
+    for _, en in ipairs(el.e) do
+      if en[1] ~= region then conflict = 'lww' end
+      if not (en[1] == region and en[2] < seq) then kept[#kept + 1] = en end
+    end
+    if not conflict then
+      for r in pairs(el.c) do
+        if r ~= region then conflict = 'set-incr' end
+      end
+    end
+    kept[#kept + 1] = {region, seq, ms, lc, eo[5]}
+    table.sort(kept, function(a, b) return a[1] < b[1] end)
+    el.e = kept
+  elseif kind == 2 then
+    local cur = el.c[region]
+    if seq > rmseq(el, region) and seq > (cur and cur[1] or 0) then
+      el.c[region] = {seq, eo[5], eo[6], eo[7]}
+    end
+  elseif rms and #rms > 0 and live(el) then
+    conflict = 'remove'
+  end
+  return conflict
+end
+
+-- crdt.Elem.observed: the removal context of an op made now, as wire runs
+local function observed(el)
+  local rm = {}
+  for _, en in ipairs(el.e) do
+    local cur = rm[en[1]]
+    if not cur or en[2] > cur[1] then rm[en[1]] = {en[2], 0, 0, 0} end
+  end
+  for r, c in pairs(el.c) do
+    local cur = rm[r]
+    local s = c[1]
+    if cur and cur[1] > s then s = cur[1] end
+    rm[r] = {s, c[2], c[3], c[4]}
+  end
+  for r, run in pairs(rm) do
+    if not el.c[r] and el.r[r] then
+      local old = el.r[r]
+      rm[r] = {run[1], old[2], old[3], old[4]}
+    end
+  end
+  return enc_runs(rm)
+end
+
+-- expiry register: x = {e = {{region, seq, deadline}...}, r = {region = seq}}
+
+-- crdt.Expiry.Deadline
+local function deadline(x)
+  local d = 0
+  for _, en in ipairs(x.e) do
+    if en[3] == PERSIST then return 0 end
+    if en[3] > d then d = en[3] end
+  end
+  return d
+end
+
+local function exp_observed(x)
+  local v = {}
+  for _, en in ipairs(x.e) do
+    if en[2] > (v[en[1]] or 0) then v[en[1]] = en[2] end
+  end
+  return enc_vec(v)
+end
+
+-- crdt.Expiry.merge
+local function exp_merge(x, region, seq, xo)
+  if xo[1] then
+    for _, p in ipairs(xo[1]) do
+      if p[2] > (x.r[p[1]] or 0) then x.r[p[1]] = p[2] end
+    end
+  end
+  local kept = {}
+  for _, en in ipairs(x.e) do
+    if en[2] > (x.r[en[1]] or 0) then kept[#kept + 1] = en end
+  end
+  x.e = kept
+  local d = xo[2]
+  if d == 0 or seq <= (x.r[region] or 0) then return nil end
+  for _, en in ipairs(x.e) do
+    if en[1] == region and en[2] == seq then return nil end
+  end
+  local conflict
+  if #x.e > 0 then conflict = 'ttl' end
+  kept = {}
+  for _, en in ipairs(x.e) do
+    if en[1] ~= region then kept[#kept + 1] = en end
+  end
+  kept[#kept + 1] = {region, seq, d}
+  table.sort(kept, function(a, b) return a[1] < b[1] end)
+  x.e = kept
+  return conflict
+end
+
+local function enc_exp(x)
+  if #x.e == 0 and next(x.r) == nil then return nil end
+  local a = {VERSION, {}, {}, {}, x.e}
+  if next(x.r) ~= nil then a[6] = enc_vec(x.r) end
+  return pack(a)
+end
+
+-- the key being worked on -----------------------------------------------------
+-- K = {name, now, vt0 (visible type before, 0 none), x (expiry), d0 (deadline
+--      before), elems = {[t] = {[name] = el}}, dirty = {[t] = {[name] = true}},
+--      loaded_all = {[t] = true}}
+
+-- grace is how long (ms) the state of an expired key outlives its deadline
+local function grace()
+  db(1)
+  return tonumber(rcall('HGET', 'meta', 'grace') or '604800000')
+end
+
+local function load_key(name, now)
+  db(0)
+  local t = rcall('TYPE', name)['ok']
+  local K = {name = name, now = now, vt0 = TYPE_NAME[t] or 0, elems = {{}, {}, {}, {}}, dirty = {{}, {}, {}, {}}, loaded_all = {}}
+  local s
+  if K.vt0 == T_STR then s = rcall('GET', name) end
+  db(1)
+  if not s then s = rcall('GET', 'k:' .. name) end
+  if s then K.elems[T_STR][''] = dec_state(s) end
+  local xs = rcall('GET', 'x:' .. name)
+  if xs then
+    local _
+    _, K.x = dec_state(xs)
+  else
+    K.x = {e = {}, r = {}}
+  end
+  K.d0 = deadline(K.x)
+  return K
+end
+
+local function expired(K)
+  local d = deadline(K.x)
+  return d ~= 0 and K.now >= d
+end
+
+-- visible type now, as clients see it
+local function vtype(K)
+  if expired(K) then return 0 end
+  return K.vt0
+end
+
+local function get_elem(K, t, fname)
+  local el = K.elems[t][fname]
+  if el then return el end
+  if t == T_STR then
+    el = new_elem()
+  else
+    db(1)
+    el = dec_state(rcall('HGET', PREFIX[t] .. K.name, fname))
+  end
+  K.elems[t][fname] = el
+  return el
+end
+
+local function load_all(K, t)
+  if K.loaded_all[t] or t == T_STR then return end
+  db(1)
+  local kv = rcall('HGETALL', PREFIX[t] .. K.name)
+  for i = 1, #kv, 2 do
+    if not K.elems[t][kv[i]] then K.elems[t][kv[i]] = dec_state(kv[i + 1]) end
+  end
+  K.loaded_all[t] = true
+end
+
+local function has_state(K, t)
+  if t == T_STR then return K.elems[T_STR][''] ~= nil end
+  db(1)
+  return rcall('EXISTS', PREFIX[t] .. K.name) == 1
+end
+
+local function type_live(K, t)
+  if t == T_STR then
+    local el = K.elems[T_STR]['']
+    return el ~= nil and live(el)
+  end
+  if not K.loaded_all[t] and not has_state(K, t) then
+    for _, el in pairs(K.elems[t]) do
+      if live(el) then return true end
+    end
+    return false
+  end
+  load_all(K, t)
+  for _, el in pairs(K.elems[t]) do
+    if live(el) then return true end
+  end
+  return false
+end
+
+-- db 0 view of one element of the visible type
+local function view_elem(K, t, fname, el)
+  db(0)
+  if t == T_STR then
+    if live(el) then rcall('SET', K.name, enc_elem(el)) else rcall('DEL', K.name) end
+  elseif t == T_HASH then
+    local v = live(el) and string_value(el)
+    if v then rcall('HSET', K.name, fname, v) else rcall('HDEL', K.name, fname) end
+  elseif t == T_SET then
+    if live(el) then rcall('SADD', K.name, fname) else rcall('SREM', K.name, fname) end
+  else
+    local sc = score_value(el)
+    if sc then rcall('ZADD', K.name, fmt_float(sc), fname) else rcall('ZREM', K.name, fname) end
+  end
+end
+
+-- materialize rebuilds the db 0 view of type t from scratch
+local function materialize(K, t)
+  db(0)
+  rcall('DEL', K.name)
+  if t == 0 then return end
+  load_all(K, t)
+  for fname, el in pairs(K.elems[t]) do
+    if live(el) then view_elem(K, t, fname, el) end
+  end
+end
+
+local function any_live(els)
+  for _, el in pairs(els) do
+    if live(el) then return true end
+  end
+  return false
+end
+
+-- save writes back dirty element state and the expiry register and brings
+-- the db 0 view up to date. It is the one place that decides what clients
+-- see after a write or an applied op.
+local function save(K, xdirty)
+  local now = K.now
+  local d = deadline(K.x)
+  local exp = d ~= 0 and now >= d
+  local was_expired = K.d0 ~= 0 and now >= K.d0
+  local vt0 = K.vt0
+  local sel = K.elems[T_STR]['']
+  -- 1. element state in db 1 (a live string without TTL lives in db 0 only)
+  for t = T_STR, T_ZSET do
+    for fname in pairs(K.dirty[t]) do
+      local el = K.elems[t][fname]
+      db(1)
+      if t == T_STR then
+        if elem_empty(el) or (live(el) and d == 0) then
+          rcall('DEL', 'k:' .. K.name)
+        else
+          rcall('SET', 'k:' .. K.name, enc_elem(el))
+        end
+      elseif elem_empty(el) then
+        rcall('HDEL', PREFIX[t] .. K.name, fname)
+      else
+        rcall('HSET', PREFIX[t] .. K.name, fname, enc_elem(el))
+      end
+    end
+  end
+  -- 2. the db 0 view of the type that was visible, element by element
+  if vt0 ~= 0 and not exp then
+    for fname in pairs(K.dirty[vt0]) do view_elem(K, vt0, fname, K.elems[vt0][fname]) end
+  end
+  -- 3. the type visible now: the first live one in precedence order
+  local vt = 0
+  if not exp then
+    for t = T_STR, T_ZSET do
+      local l
+      if t == vt0 then
+        if t == T_STR then
+          l = live(sel)
+        else
+          db(0)
+          l = rcall('EXISTS', K.name) == 1
+        end
+      elseif (vt0 == 0 and not was_expired) or t < vt0 then
+        -- not live before: only what this change touched can be live now
+        l = any_live(K.elems[t])
+      else
+        -- hidden behind the old visible type, or the key came back from expiry
+        l = type_live(K, t)
+      end
+      if l then vt = t; break end
+    end
+  end
+  if vt ~= vt0 then materialize(K, vt) end
+  -- 4. expiry: the db 0 key goes at the deadline, the state in db 1 a grace
+  --    period later, so that late ops still find what they merge into
+  if xdirty then
+    db(1)
+    local xs = enc_exp(K.x)
+    if xs then rcall('SET', 'x:' .. K.name, xs) else rcall('DEL', 'x:' .. K.name) end
+  end
+  if d ~= 0 then
+    if vt ~= 0 then
+      db(0)
+      rcall('PEXPIREAT', K.name, d)
+    end
+    local g = grace()
+    if vt == T_STR and not K.dirty[T_STR][''] then rcall('SET', 'k:' .. K.name, enc_elem(sel)) end
+    for t = T_STR, T_ZSET do rcall('PEXPIREAT', PREFIX[t] .. K.name, d + g) end
+    rcall('PEXPIREAT', 'x:' .. K.name, d + g)
+  elseif K.d0 ~= 0 then
+    -- the deadline is gone: nothing may expire any more
+    if vt ~= 0 then
+      db(0)
+      rcall('PERSIST', K.name)
+    end
+    db(1)
+    for t = T_STR, T_ZSET do rcall('PERSIST', PREFIX[t] .. K.name) end
+    rcall('PERSIST', 'x:' .. K.name)
+    if vt == T_STR then rcall('DEL', 'k:' .. K.name) end
+  end
+  return vt
+end
+
+-- apply one decoded op (wire array) to its key; returns conflict kinds
+local function apply_op(op, now)
+  local region, seq, ms, lc = op[2], op[3], op[4], op[5]
+  local K = load_key(op[6], now)
+  local conflicts = {}
+  for _, eo in ipairs(op[7]) do
+    local t, fname = eo[1], eo[2]
+    local el = get_elem(K, t, fname)
+    local c = merge(el, region, seq, ms, lc, eo)
+    if c then conflicts[#conflicts + 1] = c end
+    K.dirty[t][fname] = true
+  end
+  local xdirty = false
+  if op[8][1] then
+    local c = exp_merge(K.x, region, seq, op[8])
+    if c then conflicts[#conflicts + 1] = c end
+    xdirty = true
+  end
+  save(K, xdirty)
+  return conflicts
+end
