@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
-	"sort"
 	"strconv"
 	"testing"
 	"time"
@@ -231,50 +230,11 @@ func replyString(v any, err error) (string, error) {
 // redisSnapshot reads the user-visible state of database 0 in the model's form.
 func redisSnapshot(t *testing.T, e *Engine) map[string]crdt.Visible {
 	t.Helper()
-	ctx := context.Background()
-	rdb := e.Redis()
-	keys, err := rdb.Keys(ctx, "*").Result()
+	d, err := e.Dump(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]crdt.Visible{}
-	for _, k := range keys {
-		var v crdt.Visible
-		typ := rdb.Type(ctx, k).Val()
-		switch typ {
-		case "string":
-			v.Type = crdt.TypeString
-			s, ok, err := e.Get(ctx, k)
-			if err != nil || !ok {
-				t.Fatalf("get %q: %v %v", k, ok, err)
-			}
-			v.Str = s
-		case "hash":
-			v.Type = crdt.TypeHash
-			for f, val := range rdb.HGetAll(ctx, k).Val() {
-				v.Fields = append(v.Fields, crdt.Field{Name: f, Val: val})
-			}
-			sort.Slice(v.Fields, func(i, j int) bool { return v.Fields[i].Name < v.Fields[j].Name })
-		case "set":
-			v.Type = crdt.TypeSet
-			v.Members = rdb.SMembers(ctx, k).Val()
-			sort.Strings(v.Members)
-		case "zset":
-			v.Type = crdt.TypeZSet
-			for _, z := range rdb.ZRangeWithScores(ctx, k, 0, -1).Val() {
-				v.Fields = append(v.Fields, crdt.Field{Name: z.Member.(string), Score: z.Score})
-			}
-		case "none":
-			continue
-		default:
-			t.Fatalf("key %q of type %s in database 0", k, typ)
-		}
-		if ms := rdb.PExpireTime(ctx, k).Val(); ms > 0 {
-			v.Deadline = ms.Milliseconds()
-		}
-		out[k] = v
-	}
-	return out
+	return d
 }
 
 func newTestEngine(t *testing.T, region string) *Engine {

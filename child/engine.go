@@ -144,6 +144,47 @@ func (e *Engine) Write(ctx context.Context, cmd string, args ...string) (any, er
 	return v, err
 }
 
+// WritePipeline runs several local write commands in one round trip to
+// Redis (each still its own atomic script call and its own op), for
+// clients that pipeline. Replies and errors are per command.
+func (e *Engine) WritePipeline(ctx context.Context, cmds [][]string) ([]any, []error) {
+	replies, errs := make([]any, len(cmds)), make([]error, len(cmds))
+	run := func() error {
+		pipe := e.rdb.Pipeline()
+		res := make([]*redis.Cmd, len(cmds))
+		for i, c := range cmds {
+			argv := make([]any, 0, len(c)+1)
+			argv = append(argv, e.cfg.Region)
+			for _, a := range c {
+				argv = append(argv, a)
+			}
+			res[i] = e.write.EvalSha(ctx, pipe, nil, argv...)
+		}
+		_, _ = pipe.Exec(ctx)
+		for i, r := range res {
+			replies[i], errs[i] = r.Result()
+			if errors.Is(errs[i], redis.Nil) {
+				replies[i], errs[i] = nil, nil
+			}
+			if isNoScript(errs[i]) {
+				return errs[i]
+			}
+		}
+		return nil
+	}
+	if err := run(); err != nil {
+		// the script cache was flushed (a restart, SCRIPT FLUSH): load again
+		if lerr := e.write.Load(ctx, e.rdb).Err(); lerr != nil {
+			for i := range errs {
+				errs[i] = lerr
+			}
+			return replies, errs
+		}
+		_ = run()
+	}
+	return replies, errs
+}
+
 func isNoScript(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") }
 
 // ApplyResult is what one remote batch did.
@@ -242,6 +283,24 @@ func (e *Engine) Position(ctx context.Context) (Position, error) {
 	}
 	p.Applied[e.cfg.Region] = p.Seq
 	return p, nil
+}
+
+// leaseScript grants or extends a lease in database 1 to one owner.
+var leaseScript = redis.NewScript(`
+redis.call('SELECT', 1)
+local k = 'lease:' .. ARGV[1]
+local cur = redis.call('GET', k)
+if cur and cur ~= ARGV[2] then return 0 end
+redis.call('SET', k, ARGV[2], 'PX', ARGV[3])
+return 1`)
+
+// Lease grants the named lease to owner for ttl, or extends it if owner
+// holds it already. Of several children serving one region, the holder of
+// "shipper" ships the op log and the holder of "recv:<origin>" runs that
+// channel.
+func (e *Engine) Lease(ctx context.Context, name, owner string, ttl time.Duration) (bool, error) {
+	n, err := leaseScript.Run(ctx, e.rdb, nil, name, owner, ttl.Milliseconds()).Int()
+	return n == 1, err
 }
 
 // LogLen returns the number of local ops waiting in the op log.

@@ -123,10 +123,11 @@ func UnmarshalOp(b []byte) (*Op, error) {
 // UnmarshalBatch decodes a batch of ops.
 func UnmarshalBatch(b []byte) ([]*Op, error) {
 	r := newReader(b)
-	if r.arr() != 2 {
+	// The version comes first, so that a batch of a later format is
+	// reported as such whatever its shape.
+	if r.versioned() != 2 {
 		r.fail("batch is not a pair")
 	}
-	r.version()
 	n := r.arr()
 	var ops []*Op
 	for i := 0; i < n && r.err == nil; i++ {
@@ -281,12 +282,28 @@ func (r *reader) version() {
 	}
 }
 
+// versioned reads the header of a record, an array whose first element is
+// the format version, and returns the array's length. The version is
+// checked before the length, so that a record of a later format is
+// reported as such (ErrUnsupportedVersion) whatever its shape.
+func (r *reader) versioned() int {
+	n := r.arr()
+	if r.err == nil && n < 1 {
+		r.fail("record is an empty array")
+		return 0
+	}
+	r.version()
+	if r.err != nil {
+		return 0
+	}
+	return n
+}
+
 func (r *reader) op() *Op {
-	if r.arr() != 8 {
+	if r.versioned() != 8 {
 		r.fail("op is not an 8-element array")
 		return nil
 	}
-	r.version()
 	op := &Op{}
 	op.ID.Region = r.region()
 	op.ID.Seq = r.uint()
@@ -414,4 +431,18 @@ func ValidRegion(s string) bool {
 		}
 	}
 	return true
+}
+
+// PeekID decodes only the OpID of an encoded op, for the shipper's hot path.
+func PeekID(b []byte) (OpID, error) {
+	r := newReader(b)
+	if r.arr() != 8 {
+		r.fail("op is not an 8-element array")
+	}
+	r.version()
+	id := OpID{Region: r.region(), Seq: r.uint()}
+	if r.err == nil && id.Seq == 0 {
+		r.fail("sequence number 0")
+	}
+	return id, r.err
 }

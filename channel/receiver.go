@@ -1,0 +1,420 @@
+package channel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
+
+	"github.com/globalreplica/globalreplica/child"
+	"github.com/globalreplica/globalreplica/crdt"
+	"github.com/globalreplica/globalreplica/resume"
+)
+
+// Applier applies batches of encoded ops of one origin atomically together
+// with the applied-vector update, skips ops already applied and fails with
+// child.ErrGap (changing nothing) for a batch that does not continue the
+// applied sequence. Implemented by *child.Engine.
+type Applier interface {
+	Apply(ctx context.Context, origin string, ops [][]byte) (child.ApplyResult, error)
+	Position(ctx context.Context) (child.Position, error)
+	Lease(ctx context.Context, name, owner string, ttl time.Duration) (bool, error)
+}
+
+var _ Applier = (*child.Engine)(nil)
+
+// Defaults of ReceiverConfig.
+const (
+	DefaultRecvBatch = 1000
+	DefaultFetchWait = 200 * time.Millisecond
+)
+
+// ReceiverConfig configures the receiving end of the channel origin → dest.
+type ReceiverConfig struct {
+	Instance  string
+	Origin    string
+	Dest      string
+	Owner     string // this process's lease owner id (unique per child)
+	Batch     int    // max ops per fetch and apply, default DefaultRecvBatch
+	FetchWait time.Duration
+	LeaseTTL  time.Duration
+	// Throttle: 0 means unlimited. Changeable while running with SetThrottle.
+	OpsPerSec   float64
+	BytesPerSec float64
+	Paused      bool // start paused
+}
+
+func (c *ReceiverConfig) validate() error {
+	for _, n := range []string{c.Instance, c.Origin, c.Dest} {
+		if !crdt.ValidRegion(n) {
+			return fmt.Errorf("channel: name %q: %w", n, crdt.ErrBadRegion)
+		}
+	}
+	if c.Origin == c.Dest {
+		return fmt.Errorf("channel: a channel from %s to itself", c.Origin)
+	}
+	if c.Owner == "" {
+		return errors.New("channel: receiver needs an owner id")
+	}
+	if c.Batch == 0 {
+		c.Batch = DefaultRecvBatch
+	}
+	if c.FetchWait == 0 {
+		c.FetchWait = DefaultFetchWait
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = DefaultLeaseTTL
+	}
+	if c.OpsPerSec < 0 || c.BytesPerSec < 0 {
+		return errors.New("channel: throttle limits must not be negative")
+	}
+	return nil
+}
+
+// Status is a channel's state as operators see it.
+type Status struct {
+	Origin      string         `json:"origin"`
+	Dest        string         `json:"dest"`
+	State       string         `json:"state"`
+	AppliedSeq  uint64         `json:"applied_seq"`
+	LastOpID    string         `json:"last_op_id,omitempty"`
+	LagOps      uint64         `json:"lag_ops"`
+	LagSeconds  float64        `json:"lag_seconds"`
+	ApplyRate   float64        `json:"apply_rate"` // ops/s over the last seconds
+	OpsPerSec   float64        `json:"throttle_ops_per_sec"`
+	BytesPerSec float64        `json:"throttle_bytes_per_sec"`
+	LastError   string         `json:"last_error,omitempty"`
+	Conflicts   map[string]int `json:"conflicts,omitempty"`
+	AppliedOps  uint64         `json:"applied_ops"` // applied by this receiver since it started
+}
+
+// Receiver runs the destination end of one channel. Its controls (Pause,
+// Resume, SetThrottle) are safe to call from any goroutine while Run runs.
+type Receiver struct {
+	cfg     ReceiverConfig
+	js      jetstream.JetStream // the origin's JetStream
+	applier Applier
+	log     zerolog.Logger
+	metrics *Metrics
+
+	paused atomic.Bool
+	wake   chan struct{}
+
+	mu       sync.Mutex
+	opsLim   *rate.Limiter
+	bytesLim *rate.Limiter
+	st       Status
+	rateAt   time.Time
+	rateOps  uint64
+}
+
+// NewReceiver returns the receiver of the channel cfg.Origin → cfg.Dest,
+// reading from the origin's JetStream js and applying with applier.
+// metrics may be nil.
+func NewReceiver(cfg ReceiverConfig, js jetstream.JetStream, applier Applier, metrics *Metrics, log zerolog.Logger) (*Receiver, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	r := &Receiver{
+		cfg: cfg, js: js, applier: applier, metrics: metrics,
+		log:  log.With().Str("origin", cfg.Origin).Str("dest", cfg.Dest).Str("part", "receiver").Logger(),
+		wake: make(chan struct{}, 1),
+		st:   Status{Origin: cfg.Origin, Dest: cfg.Dest, State: StateStarting},
+	}
+	r.paused.Store(cfg.Paused)
+	r.SetThrottle(cfg.OpsPerSec, cfg.BytesPerSec)
+	return r, nil
+}
+
+// Pause stops applying after the batch in progress.
+func (r *Receiver) Pause() {
+	r.paused.Store(true)
+	r.setState(StatePaused, nil)
+}
+
+// Resume continues applying from where the channel stopped.
+func (r *Receiver) Resume() {
+	r.paused.Store(false)
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// SetThrottle limits the apply rate in ops/s and bytes/s (0: unlimited).
+func (r *Receiver) SetThrottle(opsPerSec, bytesPerSec float64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.opsLim, r.bytesLim = nil, nil
+	if opsPerSec > 0 {
+		// A small bucket (1/20 s of traffic) keeps the rate measured over a
+		// few seconds within a few percent of the setting.
+		r.opsLim = rate.NewLimiter(rate.Limit(opsPerSec), max(1, int(opsPerSec/20)))
+	}
+	if bytesPerSec > 0 {
+		r.bytesLim = rate.NewLimiter(rate.Limit(bytesPerSec), max(64<<10, int(bytesPerSec/20)))
+	}
+	r.st.OpsPerSec, r.st.BytesPerSec = opsPerSec, bytesPerSec
+	if r.metrics != nil {
+		r.metrics.throttleOps.WithLabelValues(r.cfg.Origin, r.cfg.Dest).Set(opsPerSec)
+	}
+}
+
+// Status returns the channel's current status.
+func (r *Receiver) Status() Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.st
+	if st.Conflicts != nil {
+		c := make(map[string]int, len(st.Conflicts))
+		for k, v := range st.Conflicts {
+			c[k] = v
+		}
+		st.Conflicts = c
+	}
+	return st
+}
+
+func (r *Receiver) setState(state string, err error) {
+	r.mu.Lock()
+	r.st.State = state
+	if err != nil {
+		r.st.LastError = err.Error()
+	}
+	r.mu.Unlock()
+	r.metrics.setState(r.cfg.Origin, r.cfg.Dest, state)
+}
+
+// Run applies the origin's ops until ctx ends. Transient errors (the
+// origin's NATS away, Redis away) are retried with backoff; the channel
+// resumes from the destination's applied vector. A gap (ops the destination
+// needs have aged out of the origin's stream) stops the channel in state
+// needs-rebuild and Run returns an error wrapping ErrNeedsRebuild.
+func (r *Receiver) Run(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := r.session(ctx)
+		switch {
+		case ctx.Err() != nil:
+		case errors.Is(err, resume.ErrGap) || errors.Is(err, child.ErrGap):
+			err = fmt.Errorf("%w: %w", ErrNeedsRebuild, err)
+			r.setState(StateNeedsRebuild, err)
+			r.log.Error().Err(err).Msg("channel stopped: the origin no longer holds the ops this region needs")
+			return err
+		case err != nil:
+			r.setState(StateError, err)
+			if r.metrics != nil {
+				r.metrics.recvErrors.WithLabelValues(r.cfg.Origin, r.cfg.Dest).Inc()
+			}
+			r.log.Warn().Err(err).Dur("retry_in", backoff).Msg("channel interrupted")
+			sleep(ctx, backoff)
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+	}
+	r.setState(StateStopped, nil)
+	return nil
+}
+
+// session runs the channel from the applied vector until an error.
+func (r *Receiver) session(ctx context.Context) error {
+	for {
+		lead, err := r.applier.Lease(ctx, "recv:"+r.cfg.Origin, r.cfg.Owner, r.cfg.LeaseTTL)
+		if err != nil {
+			return err
+		}
+		if lead {
+			break
+		}
+		r.setState(StateStarting, nil)
+		sleep(ctx, r.cfg.LeaseTTL/3)
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+	pos, err := r.applier.Position(ctx)
+	if err != nil {
+		return err
+	}
+	applied := pos.Applied[r.cfg.Origin]
+	stream, err := r.js.Stream(ctx, StreamName(r.cfg.Instance, r.cfg.Origin))
+	if err != nil {
+		return fmt.Errorf("channel: origin stream: %w", err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return err
+	}
+	start, err := resume.Plan(r.cfg.Origin, applied, info.State.FirstSeq, info.State.LastSeq)
+	if err != nil {
+		return err
+	}
+	// The applied vector, not the consumer, says where to start: replace
+	// whatever consumer an earlier run left behind.
+	durable := "gr-" + r.cfg.Dest
+	if err := r.js.DeleteConsumer(ctx, stream.CachedInfo().Config.Name, durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return err
+	}
+	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       durable,
+		Description:   "Global Replica channel " + r.cfg.Origin + " -> " + r.cfg.Dest,
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:   start,
+		AckPolicy:     jetstream.AckAllPolicy,
+		AckWait:       30 * time.Second,
+		MaxAckPending: -1,
+		MaxWaiting:    16,
+	})
+	if err != nil {
+		return fmt.Errorf("channel: consumer: %w", err)
+	}
+	r.mu.Lock()
+	r.st.AppliedSeq, r.st.LastError = applied, ""
+	r.mu.Unlock()
+	r.log.Info().Uint64("applied", applied).Uint64("stream_first", info.State.FirstSeq).Uint64("stream_last", info.State.LastSeq).Msg("channel started")
+	expect := start
+	leaseAt := time.Now()
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil
+		}
+		if r.paused.Load() {
+			r.setState(StatePaused, nil)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-r.wake:
+			case <-time.After(r.cfg.FetchWait):
+			}
+			continue
+		}
+		if time.Since(leaseAt) > r.cfg.LeaseTTL/3 {
+			lead, err := r.applier.Lease(ctx, "recv:"+r.cfg.Origin, r.cfg.Owner, r.cfg.LeaseTTL)
+			if err != nil {
+				return err
+			}
+			if !lead {
+				return errors.New("channel: lost the receiver lease to another child")
+			}
+			leaseAt = time.Now()
+		}
+		r.setState(StateRunning, nil)
+		if err := r.step(ctx, cons, &expect); err != nil {
+			return err
+		}
+	}
+}
+
+// step fetches, throttles, applies and acknowledges one batch.
+func (r *Receiver) step(ctx context.Context, cons jetstream.Consumer, expect *uint64) error {
+	r.mu.Lock()
+	opsLim, bytesLim := r.opsLim, r.bytesLim
+	r.mu.Unlock()
+	n := r.cfg.Batch
+	if opsLim != nil {
+		n = min(n, opsLim.Burst())
+	}
+	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(r.cfg.FetchWait))
+	if err != nil {
+		return err
+	}
+	var (
+		ops   [][]byte
+		last  jetstream.Msg
+		md    *jetstream.MsgMetadata
+		bytes int
+	)
+	for msg := range batch.Messages() {
+		m, err := msg.Metadata()
+		if err != nil {
+			return err
+		}
+		skip, err := resume.CheckNext(r.cfg.Origin, *expect, m.Sequence.Stream)
+		if err != nil {
+			return err
+		}
+		last, md = msg, m
+		if skip {
+			continue
+		}
+		ops = append(ops, msg.Data())
+		bytes += len(msg.Data())
+		*expect = m.Sequence.Stream + 1
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, nats.ErrTimeout) {
+		return err
+	}
+	if last == nil {
+		return nil
+	}
+	if len(ops) > 0 {
+		if opsLim != nil {
+			if err := opsLim.WaitN(ctx, len(ops)); err != nil {
+				return err
+			}
+		}
+		for rest := bytes; bytesLim != nil && rest > 0; {
+			chunk := min(rest, bytesLim.Burst())
+			if err := bytesLim.WaitN(ctx, chunk); err != nil {
+				return err
+			}
+			rest -= chunk
+		}
+		res, err := r.applier.Apply(ctx, r.cfg.Origin, ops)
+		if err != nil {
+			return err
+		}
+		r.record(res, md)
+	}
+	// AckAll: acknowledges every message up to this one, after the apply
+	// and the applied-vector update are durable in Redis.
+	if err := last.Ack(); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (r *Receiver) record(res child.ApplyResult, md *jetstream.MsgMetadata) {
+	now := time.Now()
+	r.mu.Lock()
+	r.st.AppliedSeq = res.LastSeq
+	r.st.LastOpID = crdt.OpID{Region: r.cfg.Origin, Seq: res.LastSeq}.String()
+	r.st.LagOps = md.NumPending
+	r.st.LagSeconds = 0
+	if md.NumPending > 0 {
+		r.st.LagSeconds = now.Sub(md.Timestamp).Seconds()
+	}
+	r.st.AppliedOps += uint64(res.Applied)
+	for k, v := range res.Conflicts {
+		if r.st.Conflicts == nil {
+			r.st.Conflicts = map[string]int{}
+		}
+		r.st.Conflicts[k] += v
+	}
+	if r.rateAt.IsZero() {
+		r.rateAt, r.rateOps = now, r.st.AppliedOps
+	} else if dt := now.Sub(r.rateAt); dt >= time.Second {
+		r.st.ApplyRate = float64(r.st.AppliedOps-r.rateOps) / dt.Seconds()
+		r.rateAt, r.rateOps = now, r.st.AppliedOps
+	}
+	st := r.st
+	r.mu.Unlock()
+	if m := r.metrics; m != nil {
+		o, d := r.cfg.Origin, r.cfg.Dest
+		m.applied.WithLabelValues(o, d).Add(float64(res.Applied))
+		m.appliedSeq.WithLabelValues(o, d).Set(float64(st.AppliedSeq))
+		m.lagOps.WithLabelValues(o, d).Set(float64(st.LagOps))
+		m.lagSeconds.WithLabelValues(o, d).Set(st.LagSeconds)
+		for k, v := range res.Conflicts {
+			m.conflicts.WithLabelValues(d, k).Add(float64(v))
+		}
+	}
+}
