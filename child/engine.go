@@ -14,8 +14,12 @@ import (
 	"github.com/globalreplica/globalreplica/crdt"
 )
 
-// The scripts: lib.lua holds the crdt rules in Lua; write.lua and apply.lua
-// are the two entry points, each loaded once (SCRIPT LOAD) and called by SHA.
+// The engine's Lua, loaded once into Redis as one function library
+// (FUNCTION LOAD) and called by name (FCALL): lib.lua holds the crdt rules,
+// write.lua and apply.lua the two entry points, register.lua registers them.
+// A library is defined once per load, not once per call as an EVAL script
+// is, and it is kept in the RDB/AOF and copied to replicas, so a promoted
+// replica has it.
 var (
 	//go:embed lua/lib.lua
 	luaLib string
@@ -23,6 +27,10 @@ var (
 	luaWrite string
 	//go:embed lua/apply.lua
 	luaApply string
+	//go:embed lua/register.lua
+	luaRegister string
+
+	library = "#!lua name=globalreplica\n" + luaLib + luaWrite + luaApply + luaRegister
 )
 
 // Layout of the Redis database 1, where the engine keeps everything that is
@@ -72,12 +80,10 @@ func (c *EngineConfig) validate() error {
 // applied vector. Reads are single commands on database 0, where user keys
 // are stored as clients see them. Engine is safe for concurrent use.
 type Engine struct {
-	cfg   EngineConfig
-	rdb   *redis.Client // database 0
-	meta  *redis.Client // database 1
-	write *redis.Script
-	apply *redis.Script
-	log   zerolog.Logger
+	cfg  EngineConfig
+	rdb  *redis.Client // database 0
+	meta *redis.Client // database 1
+	log  zerolog.Logger
 }
 
 // NewEngine returns an engine on a go-redis client of database 0 and loads
@@ -94,19 +100,10 @@ func NewEngine(ctx context.Context, cfg EngineConfig, rdb *redis.Client, log zer
 	}
 	mopt := *rdb.Options()
 	mopt.DB = metaDB
-	e := &Engine{
-		cfg:   cfg,
-		rdb:   rdb,
-		meta:  redis.NewClient(&mopt),
-		write: redis.NewScript(luaLib + luaWrite),
-		apply: redis.NewScript(luaLib + luaApply),
-		log:   log,
-	}
-	for _, s := range []*redis.Script{e.write, e.apply} {
-		if err := s.Load(ctx, rdb).Err(); err != nil {
-			_ = e.meta.Close()
-			return nil, fmt.Errorf("child: loading scripts into redis: %w", err)
-		}
+	e := &Engine{cfg: cfg, rdb: rdb, meta: redis.NewClient(&mopt), log: log}
+	if err := e.load(ctx); err != nil {
+		_ = e.meta.Close()
+		return nil, err
 	}
 	if err := e.meta.HSet(ctx, keyMeta, "grace", cfg.Grace.Milliseconds()).Err(); err != nil {
 		_ = e.meta.Close()
@@ -134,14 +131,36 @@ func (e *Engine) Write(ctx context.Context, cmd string, args ...string) (any, er
 	for _, a := range args {
 		argv = append(argv, a)
 	}
-	v, err := e.write.EvalSha(ctx, e.rdb, nil, argv...).Result()
-	if err != nil && isNoScript(err) {
-		v, err = e.write.Eval(ctx, e.rdb, nil, argv...).Result()
-	}
+	v, err := e.fcall(ctx, "gr_write", argv)
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
 	}
 	return v, err
+}
+
+// load loads the function library into Redis, replacing an older one.
+func (e *Engine) load(ctx context.Context) error {
+	if err := e.rdb.FunctionLoadReplace(ctx, library).Err(); err != nil {
+		return fmt.Errorf("child: loading the function library into redis (needs Redis 7 or later): %w", err)
+	}
+	return nil
+}
+
+// fcall calls a library function, loading the library again if Redis lost
+// it (a restart without persistence, a FUNCTION FLUSH).
+func (e *Engine) fcall(ctx context.Context, fn string, argv []any) (any, error) {
+	v, err := e.rdb.FCall(ctx, fn, nil, argv...).Result()
+	if isNoFunction(err) {
+		if err := e.load(ctx); err != nil {
+			return nil, err
+		}
+		v, err = e.rdb.FCall(ctx, fn, nil, argv...).Result()
+	}
+	return v, err
+}
+
+func isNoFunction(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "Function not found")
 }
 
 // WritePipeline runs several local write commands in one round trip to
@@ -149,7 +168,7 @@ func (e *Engine) Write(ctx context.Context, cmd string, args ...string) (any, er
 // clients that pipeline. Replies and errors are per command.
 func (e *Engine) WritePipeline(ctx context.Context, cmds [][]string) ([]any, []error) {
 	replies, errs := make([]any, len(cmds)), make([]error, len(cmds))
-	run := func() error {
+	run := func() bool {
 		pipe := e.rdb.Pipeline()
 		res := make([]*redis.Cmd, len(cmds))
 		for i, c := range cmds {
@@ -158,34 +177,31 @@ func (e *Engine) WritePipeline(ctx context.Context, cmds [][]string) ([]any, []e
 			for _, a := range c {
 				argv = append(argv, a)
 			}
-			res[i] = e.write.EvalSha(ctx, pipe, nil, argv...)
+			res[i] = pipe.FCall(ctx, "gr_write", nil, argv...)
 		}
 		_, _ = pipe.Exec(ctx)
+		lost := false
 		for i, r := range res {
 			replies[i], errs[i] = r.Result()
 			if errors.Is(errs[i], redis.Nil) {
 				replies[i], errs[i] = nil, nil
 			}
-			if isNoScript(errs[i]) {
-				return errs[i]
-			}
+			lost = lost || isNoFunction(errs[i])
 		}
-		return nil
+		return lost
 	}
-	if err := run(); err != nil {
-		// the script cache was flushed (a restart, SCRIPT FLUSH): load again
-		if lerr := e.write.Load(ctx, e.rdb).Err(); lerr != nil {
+	if run() {
+		// Redis lost the library: a call that failed for that did nothing
+		if err := e.load(ctx); err != nil {
 			for i := range errs {
-				errs[i] = lerr
+				errs[i] = err
 			}
 			return replies, errs
 		}
-		_ = run()
+		run()
 	}
 	return replies, errs
 }
-
-func isNoScript(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") }
 
 // ApplyResult is what one remote batch did.
 type ApplyResult struct {
@@ -204,10 +220,7 @@ func (e *Engine) Apply(ctx context.Context, origin string, ops [][]byte) (ApplyR
 	for _, op := range ops {
 		argv = append(argv, op)
 	}
-	v, err := e.apply.EvalSha(ctx, e.rdb, nil, argv...).Result()
-	if err != nil && isNoScript(err) {
-		v, err = e.apply.Eval(ctx, e.rdb, nil, argv...).Result()
-	}
+	v, err := e.fcall(ctx, "gr_apply", argv)
 	if err != nil {
 		if strings.HasPrefix(err.Error(), "GAP ") {
 			return ApplyResult{}, fmt.Errorf("%w: %s", ErrGap, err.Error())
@@ -285,22 +298,13 @@ func (e *Engine) Position(ctx context.Context) (Position, error) {
 	return p, nil
 }
 
-// leaseScript grants or extends a lease in database 1 to one owner.
-var leaseScript = redis.NewScript(`
-redis.call('SELECT', 1)
-local k = 'lease:' .. ARGV[1]
-local cur = redis.call('GET', k)
-if cur and cur ~= ARGV[2] then return 0 end
-redis.call('SET', k, ARGV[2], 'PX', ARGV[3])
-return 1`)
-
 // Lease grants the named lease to owner for ttl, or extends it if owner
 // holds it already. Of several children serving one region, the holder of
 // "shipper" ships the op log and the holder of "recv:<origin>" runs that
 // channel.
 func (e *Engine) Lease(ctx context.Context, name, owner string, ttl time.Duration) (bool, error) {
-	n, err := leaseScript.Run(ctx, e.rdb, nil, name, owner, ttl.Milliseconds()).Int()
-	return n == 1, err
+	v, err := e.fcall(ctx, "gr_lease", []any{name, owner, ttl.Milliseconds()})
+	return v == int64(1), err
 }
 
 // LogLen returns the number of local ops waiting in the op log.

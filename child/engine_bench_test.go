@@ -8,7 +8,6 @@ import (
 	"github.com/rs/zerolog"
 )
 
-
 func BenchmarkEngineSet(b *testing.B) {
 	ctx := context.Background()
 	e, err := NewEngine(ctx, EngineConfig{Instance: "b", Region: "sgp"}, startRedis(b), zerolog.Nop())

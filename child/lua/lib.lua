@@ -18,8 +18,10 @@ local T_STR, T_HASH, T_SET, T_ZSET = 1, 2, 3, 4
 local TYPE_NAME = {string = T_STR, hash = T_HASH, set = T_SET, zset = T_ZSET}
 local PREFIX = {'k:', 'h:', 's:', 'z:'}
 local PERSIST = -1
-local pack, unpack = cmsgpack.pack, cmsgpack.unpack
-local rcall = redis.call
+local unpack_list
+-- bound at the start of every call (begin): a function library may not
+-- touch these at load time
+local rcall, mp_pack, mp_unpack
 
 local E_WRONGTYPE = 'WRONGTYPE Operation against a key holding the wrong kind of value'
 local E_NOTINT = 'ERR value is not an integer or out of range'
@@ -31,6 +33,13 @@ local E_HNOTFLOAT = 'ERR hash value is not a float'
 local E_SCORENAN = 'ERR resulting score is not a number (NaN)'
 
 local curdb = 0
+
+-- begin prepares a function call: calls start in the caller's database 0
+local function begin_call()
+  rcall, mp_pack, mp_unpack, unpack_list = redis.call, cmsgpack.pack, cmsgpack.unpack, unpack
+  curdb = 0
+end
+
 local function db(n)
   if curdb ~= n then rcall('SELECT', n); curdb = n end
 end
@@ -146,7 +155,7 @@ local function new_elem() return {e = {}, c = {}, r = {}} end
 -- crdt.UnmarshalState
 local function dec_state(s)
   if not s then return new_elem(), {e = {}, r = {}} end
-  local a = unpack(s)
+  local a = mp_unpack(s)
   if type(a) ~= 'table' or a[1] ~= VERSION then fail('ERR corrupt state record') end
   return {e = a[2] or {}, c = dec_runs(a[3]), r = dec_runs(a[4])}, {e = a[5] or {}, r = dec_vec(a[6])}
 end
@@ -160,7 +169,7 @@ local function enc_elem(el)
   local a = {VERSION, el.e}
   if next(el.c) ~= nil or next(el.r) ~= nil then a[3] = enc_runs(el.c) end
   if next(el.r) ~= nil then a[4] = enc_runs(el.r) end
-  return pack(a)
+  return mp_pack(a)
 end
 
 local function rmseq(el, region)
@@ -348,7 +357,7 @@ local function enc_exp(x)
   if #x.e == 0 and next(x.r) == nil then return nil end
   local a = {VERSION, {}, {}, {}, x.e}
   if next(x.r) ~= nil then a[6] = enc_vec(x.r) end
-  return pack(a)
+  return mp_pack(a)
 end
 
 -- the key being worked on -----------------------------------------------------
@@ -362,14 +371,30 @@ local function grace()
   return tonumber(rcall('HGET', 'meta', 'grace') or '604800000')
 end
 
-local function load_key(name, now)
+-- load_key reads what every command needs of a key: its visible type, its
+-- string state and its expiry register. str_hint says the command works on
+-- strings, so one GET answers both the type and the state.
+local function load_key(name, now, str_hint)
   db(0)
-  local t = rcall('TYPE', name)['ok']
-  local K = {name = name, now = now, vt0 = TYPE_NAME[t] or 0, elems = {{}, {}, {}, {}}, dirty = {{}, {}, {}, {}}, loaded_all = {}}
+  local K = {name = name, now = now, vt0 = 0, elems = {{}, {}, {}, {}}, dirty = {{}, {}, {}, {}}, loaded_all = {}}
   local s
-  if K.vt0 == T_STR then s = rcall('GET', name) end
+  if str_hint then
+    s = redis.pcall('GET', name)
+    if type(s) == 'table' then
+      s = nil
+      K.vt0 = TYPE_NAME[rcall('TYPE', name)['ok']] or 0
+    elseif s then
+      K.vt0 = T_STR
+    end
+  else
+    K.vt0 = TYPE_NAME[rcall('TYPE', name)['ok']] or 0
+    if K.vt0 == T_STR then s = rcall('GET', name) end
+  end
   db(1)
-  if not s then s = rcall('GET', 'k:' .. name) end
+  if not s then
+    s = rcall('GET', 'k:' .. name)
+    K.kexists = s ~= false
+  end
   if s then K.elems[T_STR][''] = dec_state(s) end
   local xs = rcall('GET', 'x:' .. name)
   if xs then
@@ -379,6 +404,7 @@ local function load_key(name, now)
     K.x = {e = {}, r = {}}
   end
   K.d0 = deadline(K.x)
+  if K.d0 ~= 0 then K.kexists = true end
   return K
 end
 
@@ -491,7 +517,7 @@ local function save(K, xdirty)
       db(1)
       if t == T_STR then
         if elem_empty(el) or (live(el) and d == 0) then
-          rcall('DEL', 'k:' .. K.name)
+          if K.kexists then rcall('DEL', 'k:' .. K.name) end
         else
           rcall('SET', 'k:' .. K.name, enc_elem(el))
         end

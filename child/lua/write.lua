@@ -1,21 +1,16 @@
--- Entry point for local writes: ARGV = {command, args...}, normalized and
--- validated for syntax by the child. Each write of a key becomes one op: it
--- takes the next sequence number and an HLC reading, merges into the key's
--- state and is appended to the op log, all in this one atomic script call.
--- Mirrors the generators of crdt/gen.go.
+-- Entry point for local writes: FCALL gr_write 0 region command args...,
+-- normalized and validated for syntax by the child. Each write of a key
+-- becomes one op: it takes the next sequence number and an HLC reading,
+-- merges into the key's state and is appended to the op log, all in this
+-- one atomic function call. Mirrors the generators of crdt/gen.go.
 
-local region = ARGV[1]
-local t0 = rcall('TIME')
-local wall = tonumber(t0[1]) * 1000 + math.floor(tonumber(t0[2]) / 1000)
-db(1)
-local m = rcall('HMGET', 'meta', 'seq', 'ms', 'lc')
-local seq, cms, clc = tonumber(m[1] or '0'), tonumber(m[2] or '0'), tonumber(m[3] or '0')
-local logged = 0
+-- per-call state (functions run one at a time; gr_write sets these first)
+local region, wall, seq, cms, clc, logged, oplog
 
 -- builder ---------------------------------------------------------------------
 
-local function begin(name)
-  local K = load_key(name, wall)
+local function begin(name, str_hint)
+  local K = load_key(name, wall, str_hint)
   local ms, lc = cms, clc
   if wall > ms then ms, lc = wall, 0 else lc = lc + 1 end
   local B = {K = K, seq = seq + 1, ms = ms, lc = lc, elems = {}, idx = {}, exp = nil}
@@ -82,8 +77,8 @@ local function b_incr(B, t, fname, di, df)
   eo[5], eo[6], eo[7] = start, i, f
 end
 
-local function new_builder(name)
-  local B = begin(name)
+local function new_builder(name, str_hint)
+  local B = begin(name, str_hint)
   if expired(B.K) then b_remove_all(B) end
   return B
 end
@@ -92,9 +87,7 @@ end
 local function done(B)
   if #B.elems == 0 and not B.exp then return false end
   local K = B.K
-  local op = {VERSION, region, B.seq, B.ms, B.lc, K.name, B.elems, B.exp or {}}
-  db(1)
-  rcall('RPUSH', 'log', pack(op))
+  oplog[#oplog + 1] = mp_pack({VERSION, region, B.seq, B.ms, B.lc, K.name, B.elems, B.exp or {}})
   seq, cms, clc = B.seq, B.ms, B.lc
   logged = logged + 1
   for _, eo in ipairs(B.elems) do
@@ -129,7 +122,7 @@ local C = {}
 
 -- set key val nx xx get keepttl ttlmode(''|rel|abs) ttlms
 local function do_set(name, val, nx, xx, get, keepttl, ttlmode, ttlms)
-  local B = begin(name)
+  local B = begin(name, true)
   local K = B.K
   if get then visible_as(K, T_STR) end
   local old = get_str(K)
@@ -175,7 +168,7 @@ end
 
 C.incrby = function(a)
   local d = tonumber(a[2])
-  local B = new_builder(a[1])
+  local B = new_builder(a[1], true)
   visible_as(B.K, T_STR)
   local cur = 0
   local v = get_str(B.K)
@@ -197,7 +190,7 @@ end
 
 C.incrbyfloat = function(a)
   local d = tonumber(a[2])
-  local B = new_builder(a[1])
+  local B = new_builder(a[1], true)
   visible_as(B.K, T_STR)
   local cur = 0
   local v = get_str(B.K)
@@ -213,7 +206,7 @@ C.incrbyfloat = function(a)
 end
 
 C.append = function(a)
-  local K = load_key(a[1], wall)
+  local K = load_key(a[1], wall, true)
   visible_as(K, T_STR)
   local old = get_str(K) or ''
   do_set(a[1], old .. a[2], false, false, false, true, '', 0)
@@ -235,7 +228,7 @@ C.del = function(a)
 end
 
 C.getdel = function(a)
-  local K = load_key(a[1], wall)
+  local K = load_key(a[1], wall, true)
   visible_as(K, T_STR)
   local old = get_str(K)
   if old then del1(a[1]) end
@@ -444,19 +437,30 @@ C.zrem = function(a) return remove_members(T_ZSET, a) end
 
 -- dispatch ----------------------------------------------------------------------
 
-local cmd = C[ARGV[2]]
-if not cmd then return redis.error_reply('ERR unknown engine command ' .. tostring(ARGV[2])) end
-local args = {}
-for i = 3, #ARGV do args[#args + 1] = ARGV[i] end
-local ok, res = pcall(cmd, args)
-if logged > 0 then
+local function gr_write(_, argv)
+  begin_call()
+  region = argv[1]
+  local cmd = C[argv[2]]
+  if not cmd then return redis.error_reply('ERR unknown engine command ' .. tostring(argv[2])) end
+  local t0 = rcall('TIME')
+  wall = tonumber(t0[1]) * 1000 + math.floor(tonumber(t0[2]) / 1000)
   db(1)
-  rcall('HSET', 'meta', 'seq', seq, 'ms', cms, 'lc', clc)
+  local m = rcall('HMGET', 'meta', 'seq', 'ms', 'lc')
+  seq, cms, clc = tonumber(m[1] or '0'), tonumber(m[2] or '0'), tonumber(m[3] or '0')
+  logged, oplog = 0, {}
+  local args = {}
+  for i = 3, #argv do args[#args + 1] = argv[i] end
+  local ok, res = pcall(cmd, args)
+  if logged > 0 then
+    db(1)
+    for i = 1, #oplog, 1000 do rcall('RPUSH', 'log', unpack_list(oplog, i, math.min(i + 999, #oplog))) end
+    rcall('HSET', 'meta', 'seq', seq, 'ms', cms, 'lc', clc)
+  end
+  if not ok then
+    if type(res) == 'table' and res.err then res = res.err end
+    res = tostring(res)
+    if not res:find('^[A-Z]+ ') then res = 'ERR engine: ' .. res end
+    return redis.error_reply(res)
+  end
+  return res
 end
-if not ok then
-  if type(res) == 'table' and res.err then res = res.err end
-  res = tostring(res)
-  if not res:find('^[A-Z]+ ') then res = 'ERR engine: ' .. res end
-  return redis.error_reply(res)
-end
-return res
