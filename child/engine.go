@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -61,6 +62,11 @@ type EngineConfig struct {
 	Instance string        // global instance name
 	Region   string        // this region's id
 	Grace    time.Duration // see DefaultGrace
+	// Writers is how many write calls may be in flight to Redis at once;
+	// writes queued meanwhile go together in the next call. Default 4.
+	Writers int
+	// MaxBatch caps the commands of one grouped call. Default 128.
+	MaxBatch int
 }
 
 func (c *EngineConfig) validate() error {
@@ -69,6 +75,12 @@ func (c *EngineConfig) validate() error {
 	}
 	if c.Grace == 0 {
 		c.Grace = DefaultGrace
+	}
+	if c.Writers == 0 {
+		c.Writers = 4
+	}
+	if c.MaxBatch == 0 {
+		c.MaxBatch = 128
 	}
 	return nil
 }
@@ -80,10 +92,21 @@ func (c *EngineConfig) validate() error {
 // applied vector. Reads are single commands on database 0, where user keys
 // are stored as clients see them. Engine is safe for concurrent use.
 type Engine struct {
-	cfg  EngineConfig
-	rdb  *redis.Client // database 0
-	meta *redis.Client // database 1
-	log  zerolog.Logger
+	cfg    EngineConfig
+	rdb    *redis.Client // database 0
+	meta   *redis.Client // database 1
+	log    zerolog.Logger
+	queue  chan *writeReq
+	stop   chan struct{}
+	stopWG sync.WaitGroup
+}
+
+// writeReq is one write command waiting for a grouped call.
+type writeReq struct {
+	args  []string
+	reply any
+	err   error
+	done  chan struct{}
 }
 
 // NewEngine returns an engine on a go-redis client of database 0 and loads
@@ -100,10 +123,17 @@ func NewEngine(ctx context.Context, cfg EngineConfig, rdb *redis.Client, log zer
 	}
 	mopt := *rdb.Options()
 	mopt.DB = metaDB
-	e := &Engine{cfg: cfg, rdb: rdb, meta: redis.NewClient(&mopt), log: log}
+	e := &Engine{
+		cfg: cfg, rdb: rdb, meta: redis.NewClient(&mopt), log: log,
+		queue: make(chan *writeReq, 4096), stop: make(chan struct{}),
+	}
 	if err := e.load(ctx); err != nil {
 		_ = e.meta.Close()
 		return nil, err
+	}
+	for range cfg.Writers {
+		e.stopWG.Add(1)
+		go e.writer()
 	}
 	if err := e.meta.HSet(ctx, keyMeta, "grace", cfg.Grace.Milliseconds()).Err(); err != nil {
 		_ = e.meta.Close()
@@ -112,8 +142,13 @@ func NewEngine(ctx context.Context, cfg EngineConfig, rdb *redis.Client, log zer
 	return e, nil
 }
 
-// Close releases the engine's own connections (not the client it was given).
-func (e *Engine) Close() error { return e.meta.Close() }
+// Close stops the writers and releases the engine's own connections (not
+// the client it was given). Writes must have returned before.
+func (e *Engine) Close() error {
+	close(e.stop)
+	e.stopWG.Wait()
+	return e.meta.Close()
+}
 
 // Region returns the engine's region id.
 func (e *Engine) Region() string { return e.cfg.Region }
@@ -121,21 +156,108 @@ func (e *Engine) Region() string { return e.cfg.Region }
 // Redis returns the client of database 0, for reads.
 func (e *Engine) Redis() *redis.Client { return e.rdb }
 
-// Write runs one local write command of the write script: cmd is the
-// script's command name (set, incrby, hset, ...) and args its normalized
-// arguments. The reply is the script's: int64, string, nil, []any, or an
-// error carrying Redis's own error text (redis.Error).
+// Write runs one local write command: cmd is the engine's command name
+// (set, incrby, hset, ...) and args its normalized arguments. The reply is
+// the function's: int64, string, nil, []any, or an error carrying Redis's
+// own error text. Concurrent writes are grouped into one call to Redis
+// (each still its own atomic command and its own op): writes queue while
+// the engine's writers are busy and the next call takes them all.
 func (e *Engine) Write(ctx context.Context, cmd string, args ...string) (any, error) {
-	argv := make([]any, 0, len(args)+2)
-	argv = append(argv, e.cfg.Region, cmd)
-	for _, a := range args {
-		argv = append(argv, a)
+	r := &writeReq{args: append([]string{cmd}, args...), done: make(chan struct{})}
+	select {
+	case e.queue <- r:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case <-r.done:
+		return r.reply, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// writer sends queued writes to Redis, as many as are waiting in one call.
+func (e *Engine) writer() {
+	defer e.stopWG.Done()
+	batch := make([]*writeReq, 0, e.cfg.MaxBatch)
+	cmds := make([][]string, 0, e.cfg.MaxBatch)
+	for {
+		batch, cmds = batch[:0], cmds[:0]
+		select {
+		case <-e.stop:
+			return
+		case r := <-e.queue:
+			batch = append(batch, r)
+		}
+	fill:
+		for len(batch) < e.cfg.MaxBatch {
+			select {
+			case r := <-e.queue:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		for _, r := range batch {
+			cmds = append(cmds, r.args)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		replies, errs := e.WritePipeline(ctx, cmds)
+		cancel()
+		for i, r := range batch {
+			r.reply, r.err = replies[i], errs[i]
+			close(r.done)
+		}
+	}
+}
+
+// WritePipeline runs several local write commands in one call to Redis,
+// each its own atomic command and its own op. Replies and errors are per
+// command.
+func (e *Engine) WritePipeline(ctx context.Context, cmds [][]string) ([]any, []error) {
+	replies, errs := make([]any, len(cmds)), make([]error, len(cmds))
+	if len(cmds) == 1 {
+		argv := make([]any, 0, len(cmds[0])+1)
+		argv = append(argv, e.cfg.Region)
+		for _, a := range cmds[0] {
+			argv = append(argv, a)
+		}
+		replies[0], errs[0] = e.fcall(ctx, "gr_write", argv)
+		if errors.Is(errs[0], redis.Nil) {
+			replies[0], errs[0] = nil, nil
+		}
+		return replies, errs
+	}
+	n := 3
+	for _, c := range cmds {
+		n += len(c) + 1
+	}
+	argv := make([]any, 0, n)
+	argv = append(argv, e.cfg.Region, "*", len(cmds))
+	for _, c := range cmds {
+		argv = append(argv, len(c))
+		for _, a := range c {
+			argv = append(argv, a)
+		}
 	}
 	v, err := e.fcall(ctx, "gr_write", argv)
-	if errors.Is(err, redis.Nil) {
-		return nil, nil
+	arr, ok := v.([]any)
+	if err == nil && (!ok || len(arr) != len(cmds)) {
+		err = fmt.Errorf("child: unexpected reply to a grouped write: %T", v)
 	}
-	return v, err
+	for i := range cmds {
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		if rerr, isErr := arr[i].(error); isErr {
+			errs[i] = rerr
+		} else {
+			replies[i] = arr[i]
+		}
+	}
+	return replies, errs
 }
 
 // load loads the function library into Redis, replacing an older one.
@@ -161,46 +283,6 @@ func (e *Engine) fcall(ctx context.Context, fn string, argv []any) (any, error) 
 
 func isNoFunction(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "Function not found")
-}
-
-// WritePipeline runs several local write commands in one round trip to
-// Redis (each still its own atomic script call and its own op), for
-// clients that pipeline. Replies and errors are per command.
-func (e *Engine) WritePipeline(ctx context.Context, cmds [][]string) ([]any, []error) {
-	replies, errs := make([]any, len(cmds)), make([]error, len(cmds))
-	run := func() bool {
-		pipe := e.rdb.Pipeline()
-		res := make([]*redis.Cmd, len(cmds))
-		for i, c := range cmds {
-			argv := make([]any, 0, len(c)+1)
-			argv = append(argv, e.cfg.Region)
-			for _, a := range c {
-				argv = append(argv, a)
-			}
-			res[i] = pipe.FCall(ctx, "gr_write", nil, argv...)
-		}
-		_, _ = pipe.Exec(ctx)
-		lost := false
-		for i, r := range res {
-			replies[i], errs[i] = r.Result()
-			if errors.Is(errs[i], redis.Nil) {
-				replies[i], errs[i] = nil, nil
-			}
-			lost = lost || isNoFunction(errs[i])
-		}
-		return lost
-	}
-	if run() {
-		// Redis lost the library: a call that failed for that did nothing
-		if err := e.load(ctx); err != nil {
-			for i := range errs {
-				errs[i] = err
-			}
-			return replies, errs
-		}
-		run()
-	}
-	return replies, errs
 }
 
 // ApplyResult is what one remote batch did.

@@ -437,30 +437,51 @@ C.zrem = function(a) return remove_members(T_ZSET, a) end
 
 -- dispatch ----------------------------------------------------------------------
 
+-- run_cmd runs one command and returns its reply, errors as error replies
+local function run_cmd(name, args)
+  local cmd = C[name]
+  if not cmd then return redis.error_reply('ERR unknown engine command ' .. tostring(name)) end
+  local ok, res = pcall(cmd, args)
+  if ok then return res end
+  if type(res) == 'table' and res.err then res = res.err end
+  res = tostring(res)
+  if not res:find('^[A-Z]+ ') then res = 'ERR engine: ' .. res end
+  return redis.error_reply(res)
+end
+
+-- gr_write: FCALL gr_write 0 region command args... runs one command;
+-- FCALL gr_write 0 region * n argc1 command1 args1... argc2 ... runs n
+-- commands in one call (the child groups concurrent writes this way) and
+-- returns their replies in an array. Each command is still its own op.
 local function gr_write(_, argv)
   begin_call()
   region = argv[1]
-  local cmd = C[argv[2]]
-  if not cmd then return redis.error_reply('ERR unknown engine command ' .. tostring(argv[2])) end
   local t0 = rcall('TIME')
   wall = tonumber(t0[1]) * 1000 + math.floor(tonumber(t0[2]) / 1000)
   db(1)
   local m = rcall('HMGET', 'meta', 'seq', 'ms', 'lc')
   seq, cms, clc = tonumber(m[1] or '0'), tonumber(m[2] or '0'), tonumber(m[3] or '0')
   logged, oplog = 0, {}
-  local args = {}
-  for i = 3, #argv do args[#args + 1] = argv[i] end
-  local ok, res = pcall(cmd, args)
+  local res
+  if argv[2] == '*' then
+    res = {}
+    local i = 4
+    for n = 1, tonumber(argv[3]) do
+      local argc = tonumber(argv[i])
+      local args = {}
+      for j = i + 2, i + argc do args[#args + 1] = argv[j] end
+      res[n] = run_cmd(argv[i + 1], args)
+      i = i + argc + 1
+    end
+  else
+    local args = {}
+    for j = 3, #argv do args[#args + 1] = argv[j] end
+    res = run_cmd(argv[2], args)
+  end
   if logged > 0 then
     db(1)
-    for i = 1, #oplog, 1000 do rcall('RPUSH', 'log', unpack_list(oplog, i, math.min(i + 999, #oplog))) end
+    for j = 1, #oplog, 1000 do rcall('RPUSH', 'log', unpack_list(oplog, j, math.min(j + 999, #oplog))) end
     rcall('HSET', 'meta', 'seq', seq, 'ms', cms, 'lc', clc)
-  end
-  if not ok then
-    if type(res) == 'table' and res.err then res = res.err end
-    res = tostring(res)
-    if not res:find('^[A-Z]+ ') then res = 'ERR engine: ' .. res end
-    return redis.error_reply(res)
   end
   return res
 end
