@@ -282,6 +282,7 @@ func TestDifferentialLocalWrites(t *testing.T) {
 		}
 		now := time.Now().UnixMilli()
 		sameSnapshot(t, fmt.Sprintf("round %d %v", round, history), redisSnapshot(t, e), model.Snapshot(now))
+		sameState(t, fmt.Sprintf("round %d %v", round, history), e, model, true)
 		pos, err := e.Position(ctx)
 		if err != nil || pos.Seq != model.Seq {
 			t.Fatalf("sequence: engine %d (%v), model %d", pos.Seq, err, model.Seq)
@@ -397,7 +398,9 @@ func TestDifferentialRemoteApply(t *testing.T) {
 			default:
 				deliverToModel(regions[[]string{"fra", "sgp"}[r.IntN(2)]])
 			}
-			sameSnapshot(t, fmt.Sprintf("round %d step %d", round, step), redisSnapshot(t, e), mirror.Snapshot(time.Now().UnixMilli()))
+			what := fmt.Sprintf("round %d step %d", round, step)
+			sameSnapshot(t, what, redisSnapshot(t, e), mirror.Snapshot(time.Now().UnixMilli()))
+			sameState(t, what, e, mirror, false)
 		}
 		// deliver everything everywhere
 		for _, o := range []string{"fra", "sgp"} {

@@ -203,7 +203,15 @@ func (e *Elem) Live() bool {
 
 // observed returns the removal context of an op made now at a region whose
 // state is e: for every region with live state, the highest sequence number
-// seen and the counter run seen, so the op removes exactly what it observed.
+// seen and, when that is the region's live counter run, the run itself, so
+// the op removes exactly what it observed.
+//
+// The context of a region is a function of that one op of the region: an
+// increment contributes its run, a register write a bare sequence number
+// (a region's run never continues past its own later write, so no counter
+// state is needed to cover it). Two removes that observed the same op of a
+// region thus carry the same context, whatever else their origins had seen,
+// and the merge of contexts (maximum by sequence number) is a join.
 func (e *Elem) observed() map[string]Run {
 	rm := make(map[string]Run)
 	for _, en := range e.Entries {
@@ -212,40 +220,30 @@ func (e *Elem) observed() map[string]Run {
 		}
 	}
 	for r, c := range e.Ctr {
-		seq := max(rm[r].Seq, c.Seq)
-		rm[r] = Run{Seq: seq, Start: c.Start, I: c.I, F: c.F}
-	}
-	for r, run := range rm {
-		// A run that the context covered before keeps its start and sums,
-		// so replicas that have not seen that removal yet still subtract the
-		// right amount.
-		if _, ok := e.Ctr[r]; !ok {
-			if old, ok := e.Rm[r]; ok {
-				run.Start, run.I, run.F = old.Start, old.I, old.F
-				rm[r] = run
-			}
+		if c.Seq > rm[r].Seq {
+			rm[r] = c
 		}
 	}
 	return rm
 }
 
-// nextRun returns the origin's counter run after adding (di, df) as op seq.
-func (e *Elem) nextRun(region string, seq uint64, di int64, df float64) Run {
-	if c, ok := e.Ctr[region]; ok {
-		return Run{Seq: seq, Start: c.Start, I: c.I + di, F: c.F + df}
-	}
-	return Run{Seq: seq, Start: seq, I: di, F: df}
-}
-
 // gc drops removal context entries that every region has applied past and
 // that no live run still needs. It reports whether the element is now empty
 // and can be forgotten.
-func (e *Elem) gc(min Vector) bool {
+func (e *Elem) gc(floor Vector) bool {
 	for r, rm := range e.Rm {
-		if rm.Seq > min[r] {
+		if rm.Seq > floor[r] {
 			continue
 		}
 		if c, ok := e.Ctr[r]; ok && c.Start == rm.Start {
+			continue
+		}
+		if _, ok := e.Ctr[r]; !ok && rm.Start != 0 {
+			// The remove observed a counter run of r, and r may still extend
+			// that run with ops it issued before it applied the remove: they
+			// are above min, carry the run's cumulative sum and need this
+			// entry to subtract what was removed. Only a later run of r
+			// (which outranks them) proves the run is over.
 			continue
 		}
 		delete(e.Rm, r)

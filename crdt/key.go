@@ -95,7 +95,9 @@ func (x *Expiry) merge(id OpID, op *ExpOp) string {
 		return ""
 	}
 	for _, en := range x.Entries {
-		if en.Dot == id {
+		if en.Dot.Region == id.Region && en.Dot.Seq >= id.Seq {
+			// This op, or a later one of its origin, which observed it (an
+			// op of the same origin that arrives late is already superseded).
 			return ""
 		}
 	}
@@ -273,18 +275,18 @@ func (k *Key) Type(now int64) Type {
 	return TypeNone
 }
 
-// GC collects tombstones that every region has applied past: min is the
+// GC collects tombstones that every region has applied past: floor is the
 // pointwise minimum of the applied vectors of all regions that are not
 // evicted. It reports whether the key is now empty and can be forgotten.
-func (k *Key) GC(min Vector) bool {
-	if k.Str != nil && k.Str.gc(min) {
+func (k *Key) GC(floor Vector) bool {
+	if k.Str != nil && k.Str.gc(floor) {
 		k.Str = nil
 	}
 	for _, m := range []map[string]*Elem{k.Hash, k.Members, k.ZSet} {
-		maps.DeleteFunc(m, func(_ string, e *Elem) bool { return e.gc(min) })
+		maps.DeleteFunc(m, func(_ string, e *Elem) bool { return e.gc(floor) })
 	}
 	for r, s := range k.Exp.Rm {
-		if s <= min[r] {
+		if s <= floor[r] {
 			delete(k.Exp.Rm, r)
 		}
 	}

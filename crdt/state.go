@@ -80,11 +80,10 @@ func stateEmpty(e *Elem, n int) bool {
 // UnmarshalState decodes a state record of type t.
 func UnmarshalState(t Type, b []byte) (*Elem, *Expiry, error) {
 	r := newReader(b)
-	n := r.arr()
+	n := r.versioned()
 	if r.err == nil && (n < 2 || n > 6) {
 		r.fail("state record of %d items", n)
 	}
-	r.version()
 	e := &Elem{}
 	x := &Expiry{}
 	ne := r.arr()

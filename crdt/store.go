@@ -64,10 +64,10 @@ func (s *Store) Apply(op *Op) []string {
 	return c
 }
 
-// GC collects tombstones below min (see Key.GC).
-func (s *Store) GC(min Vector) {
+// GC collects tombstones below floor (see Key.GC).
+func (s *Store) GC(floor Vector) {
 	for name, k := range s.Keys {
-		if k.GC(min) {
+		if k.GC(floor) {
 			delete(s.Keys, name)
 		}
 	}

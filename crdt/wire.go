@@ -436,10 +436,9 @@ func ValidRegion(s string) bool {
 // PeekID decodes only the OpID of an encoded op, for the shipper's hot path.
 func PeekID(b []byte) (OpID, error) {
 	r := newReader(b)
-	if r.arr() != 8 {
+	if r.versioned() != 8 {
 		r.fail("op is not an 8-element array")
 	}
-	r.version()
 	id := OpID{Region: r.region(), Seq: r.uint()}
 	if r.err == nil && id.Seq == 0 {
 		r.fail("sequence number 0")

@@ -110,6 +110,13 @@ local function fmt_float(f)
   return s
 end
 
+-- to_num reads a number the child normalized (crdt.FormatFloat): also inf
+local function to_num(s)
+  if s == 'inf' or s == '+inf' then return math.huge end
+  if s == '-inf' then return -math.huge end
+  return tonumber(s)
+end
+
 local function fmt_int(n) return string.format('%d', n) end
 
 -- element state --------------------------------------------------------------
@@ -282,7 +289,9 @@ local function merge(el, region, seq, ms, lc, eo)
   return conflict
 end
 
--- crdt.Elem.observed: the removal context of an op made now, as wire runs
+-- crdt.Elem.observed: the removal context of an op made now, as wire runs.
+-- A region's context is its newest observed op: its counter run if that is
+-- an increment, a bare sequence number if it is a register write.
 local function observed(el)
   local rm = {}
   for _, en in ipairs(el.e) do
@@ -291,15 +300,7 @@ local function observed(el)
   end
   for r, c in pairs(el.c) do
     local cur = rm[r]
-    local s = c[1]
-    if cur and cur[1] > s then s = cur[1] end
-    rm[r] = {s, c[2], c[3], c[4]}
-  end
-  for r, run in pairs(rm) do
-    if not el.c[r] and el.r[r] then
-      local old = el.r[r]
-      rm[r] = {run[1], old[2], old[3], old[4]}
-    end
+    if not cur or c[1] > cur[1] then rm[r] = {c[1], c[2], c[3], c[4]} end
   end
   return enc_runs(rm)
 end
@@ -339,7 +340,8 @@ local function exp_merge(x, region, seq, xo)
   local d = xo[2]
   if d == 0 or seq <= (x.r[region] or 0) then return nil end
   for _, en in ipairs(x.e) do
-    if en[1] == region and en[2] == seq then return nil end
+    -- this op, or a later one of its origin, which observed it
+    if en[1] == region and en[2] >= seq then return nil end
   end
   local conflict
   if #x.e > 0 then conflict = 'ttl' end

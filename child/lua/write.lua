@@ -244,7 +244,8 @@ C.expire = function(a)
   if vtype(K) == 0 then return 0 end
   local cur = deadline(K.x)
   if (cond == 'nx' and cur ~= 0) or (cond == 'xx' and cur == 0)
-    or (cond == 'gt' and (cur == 0 or d <= cur)) or (cond == 'lt' and cur ~= 0 and d >= cur) then
+    or (cond == 'gt' and (cur == 0 or d <= cur)) or (cond == 'lt' and cur ~= 0 and d >= cur)
+    or (cond == 'xxlt' and (cur == 0 or d >= cur)) then
     return 0
   end
   if d <= wall then return del1(name) end
@@ -383,7 +384,7 @@ C.zadd = function(a)
   local count, score, ok = 0, nil, false
   local scores = {}
   for i = 3, #a, 2 do
-    local inc, mbr = tonumber(a[i]), a[i + 1]
+    local inc, mbr = to_num(a[i]), a[i + 1]
     local cur, exists = 0, false
     if scores[mbr] then
       cur, exists = scores[mbr], true
@@ -422,7 +423,7 @@ C.zadd = function(a)
 end
 
 C.zincrby = function(a)
-  local d, mbr = tonumber(a[2]), a[3]
+  local d, mbr = to_num(a[2]), a[3]
   local B = new_builder(a[1])
   visible_as(B.K, T_ZSET)
   local cur = 0
