@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -99,7 +100,13 @@ type Engine struct {
 	queue  chan *writeReq
 	stop   chan struct{}
 	stopWG sync.WaitGroup
+	hook   atomic.Pointer[func()]
 }
+
+// OnWrite sets a function called after every call to Redis that wrote (the
+// channel's shipper uses it to ship at once instead of at its next poll).
+// It must not block.
+func (e *Engine) OnWrite(f func()) { e.hook.Store(&f) }
 
 // writeReq is one write command waiting for a grouped call.
 type writeReq struct {
@@ -109,8 +116,9 @@ type writeReq struct {
 	done  chan struct{}
 }
 
-// NewEngine returns an engine on a go-redis client of database 0 and loads
-// the scripts.
+// NewEngine returns an engine on the Redis that rdb points at (the engine
+// opens its own connections with rdb's options) and loads the function
+// library.
 func NewEngine(ctx context.Context, cfg EngineConfig, rdb *redis.Client, log zerolog.Logger) (*Engine, error) {
 	if rdb == nil {
 		return nil, errors.New("child: nil redis client")
@@ -118,16 +126,19 @@ func NewEngine(ctx context.Context, cfg EngineConfig, rdb *redis.Client, log zer
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if db := rdb.Options().DB; db != 0 {
-		return nil, fmt.Errorf("child: the redis client must use database 0, not %d", db)
-	}
-	mopt := *rdb.Options()
+	// The engine's own clients: RESP2, so that replies passed through to
+	// applications keep Redis's RESP2 shapes (flat arrays, scores as bulk
+	// strings); database 0 for the user keyspace, 1 for the rest.
+	dopt := *rdb.Options()
+	dopt.DB, dopt.Protocol = 0, 2
+	mopt := dopt
 	mopt.DB = metaDB
 	e := &Engine{
-		cfg: cfg, rdb: rdb, meta: redis.NewClient(&mopt), log: log,
+		cfg: cfg, rdb: redis.NewClient(&dopt), meta: redis.NewClient(&mopt), log: log,
 		queue: make(chan *writeReq, 4096), stop: make(chan struct{}),
 	}
 	if err := e.load(ctx); err != nil {
+		_ = e.rdb.Close()
 		_ = e.meta.Close()
 		return nil, err
 	}
@@ -136,7 +147,7 @@ func NewEngine(ctx context.Context, cfg EngineConfig, rdb *redis.Client, log zer
 		go e.writer()
 	}
 	if err := e.meta.HSet(ctx, keyMeta, "grace", cfg.Grace.Milliseconds()).Err(); err != nil {
-		_ = e.meta.Close()
+		_ = e.Close()
 		return nil, fmt.Errorf("child: writing engine metadata: %w", err)
 	}
 	return e, nil
@@ -147,7 +158,7 @@ func NewEngine(ctx context.Context, cfg EngineConfig, rdb *redis.Client, log zer
 func (e *Engine) Close() error {
 	close(e.stop)
 	e.stopWG.Wait()
-	return e.meta.Close()
+	return errors.Join(e.rdb.Close(), e.meta.Close())
 }
 
 // Region returns the engine's region id.
@@ -205,6 +216,9 @@ func (e *Engine) writer() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		replies, errs := e.WritePipeline(ctx, cmds)
 		cancel()
+		if f := e.hook.Load(); f != nil {
+			(*f)()
+		}
 		for i, r := range batch {
 			r.reply, r.err = replies[i], errs[i]
 			close(r.done)
@@ -340,6 +354,30 @@ func (e *Engine) Get(ctx context.Context, key string) (string, bool, error) {
 		return "", false, err
 	}
 	return decodeString(key, raw)
+}
+
+// MGet returns the values of string keys; nil for a key that does not
+// exist or is not a string, as MGET answers.
+func (e *Engine) MGet(ctx context.Context, keys []string) ([]*string, error) {
+	vals, err := e.rdb.MGet(ctx, keys...).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*string, len(vals))
+	for i, v := range vals {
+		raw, ok := v.(string)
+		if !ok {
+			continue
+		}
+		s, live, err := decodeString(keys[i], raw)
+		if err != nil {
+			return nil, err
+		}
+		if live {
+			out[i] = &s
+		}
+	}
+	return out, nil
 }
 
 // decodeString turns the state record of a live string into its value.

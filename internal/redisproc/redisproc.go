@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -111,11 +112,10 @@ func (p *Proc) Kill() {
 	<-p.done
 }
 
-// Stop shuts the server down without saving and waits for it.
+// Stop shuts the server down (SIGTERM: Redis finishes its AOF and exits)
+// and waits for it.
 func (p *Proc) Stop() {
-	c := p.Client()
-	_ = c.ShutdownNoSave(context.Background()).Err()
-	_ = c.Close()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.done:
 	case <-time.After(5 * time.Second):

@@ -1,0 +1,170 @@
+// Package playground runs a whole global instance on one machine: several
+// regions, each with its own Redis, its own embedded NATS server with
+// JetStream and its child, all channels between them. It is what `go tool
+// task demo` starts.
+package playground
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/globalreplica/globalreplica/internal/daemon"
+	"github.com/globalreplica/globalreplica/internal/embednats"
+	"github.com/globalreplica/globalreplica/internal/redisproc"
+)
+
+// RegionNames are the region ids the playground hands out, in order.
+var RegionNames = []string{"sgp", "fra", "iad", "syd", "gru", "nrt", "lhr", "bom", "yul", "jnb"}
+
+// Config of a playground.
+type Config struct {
+	Instance string // default "demo"
+	Regions  int    // default 3
+	PortBase int    // region i's endpoint listens on PortBase+i; default 7000
+	DataDir  string // default: a temporary folder removed at the end
+	Out      io.Writer
+	Log      zerolog.Logger
+}
+
+// Region is one running region of the playground.
+type Region struct {
+	Name   string
+	Addr   string // the child's RESP endpoint
+	HTTP   string // metrics and channel controls
+	NATS   string // the region's NATS URL
+	Daemon *daemon.Daemon
+}
+
+// Playground is a running global instance.
+type Playground struct {
+	Regions []*Region
+	stop    []func()
+}
+
+// Start starts every region and returns once all serve.
+func Start(ctx context.Context, cfg Config) (p *Playground, err error) {
+	if cfg.Instance == "" {
+		cfg.Instance = "demo"
+	}
+	if cfg.Regions == 0 {
+		cfg.Regions = 3
+	}
+	if cfg.Regions < 1 || cfg.Regions > len(RegionNames) {
+		return nil, fmt.Errorf("playground: --regions must be between 1 and %d", len(RegionNames))
+	}
+	if cfg.PortBase == 0 {
+		cfg.PortBase = 7000
+	}
+	if cfg.PortBase < 1024 || cfg.PortBase+cfg.Regions > 65535 {
+		return nil, fmt.Errorf("playground: --port-base %d leaves no room for %d regions", cfg.PortBase, cfg.Regions)
+	}
+	if !redisproc.Installed() {
+		return nil, errors.New(`playground: no redis-server on PATH; install it (Debian: apt-get install redis-server, or "go tool task deps")`)
+	}
+	p = &Playground{}
+	defer func() {
+		if err != nil {
+			p.Close()
+		}
+	}()
+	dir := cfg.DataDir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "globalreplica-demo-"); err != nil {
+			return nil, err
+		}
+		p.stop = append(p.stop, func() { _ = os.RemoveAll(dir) })
+	}
+	type infra struct {
+		redis *redisproc.Proc
+		nats  *server.Server
+	}
+	regions := make([]infra, cfg.Regions)
+	for i := range regions {
+		name := RegionNames[i]
+		for _, sub := range []string{"redis", "nats"} {
+			if err := os.MkdirAll(filepath.Join(dir, name, sub), 0o755); err != nil {
+				return nil, err
+			}
+		}
+		rp, err := redisproc.Start(ctx, redisproc.Options{Dir: filepath.Join(dir, name, "redis"), AppendOnly: true})
+		if err != nil {
+			return nil, err
+		}
+		p.stop = append(p.stop, rp.Stop)
+		ns, err := embednats.Start(embednats.Options{Name: cfg.Instance + "-" + name, StoreDir: filepath.Join(dir, name, "nats")})
+		if err != nil {
+			return nil, err
+		}
+		p.stop = append(p.stop, func() { ns.Shutdown(); ns.WaitForShutdown() })
+		regions[i] = infra{redis: rp, nats: ns}
+	}
+	for i, in := range regions {
+		name := RegionNames[i]
+		var peers []daemon.Peer
+		for j, o := range regions {
+			if j != i {
+				peers = append(peers, daemon.Peer{Region: RegionNames[j], NATS: daemon.NATS{URL: o.nats.ClientURL()}})
+			}
+		}
+		d, err := daemon.Start(ctx, daemon.Config{
+			Instance: cfg.Instance,
+			Region:   name,
+			Listen:   fmt.Sprintf("127.0.0.1:%d", cfg.PortBase+i),
+			Redis:    redis.Options{Addr: in.redis.Addr()},
+			NATS:     daemon.NATS{URL: in.nats.ClientURL()},
+			Peers:    peers,
+			HTTP:     "127.0.0.1:0",
+			Log:      cfg.Log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("playground: region %s: %w", name, err)
+		}
+		p.Regions = append(p.Regions, &Region{Name: name, Addr: d.RESPAddr(), HTTP: d.HTTPAddr(), NATS: in.nats.ClientURL(), Daemon: d})
+	}
+	return p, nil
+}
+
+// Describe writes what a newcomer needs: one line per region,
+// "region <id> redis://127.0.0.1:<port>", then comment lines with each
+// region's HTTP endpoint and NATS URL.
+func (p *Playground) Describe(w io.Writer) {
+	for _, r := range p.Regions {
+		fmt.Fprintf(w, "region %s redis://%s\n", r.Name, r.Addr)
+	}
+	for _, r := range p.Regions {
+		fmt.Fprintf(w, "# %s: metrics and channels at http://%s/metrics and /channels, NATS %s\n", r.Name, r.HTTP, r.NATS)
+	}
+}
+
+// Run serves until ctx ends and then stops everything.
+func (p *Playground) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(p.Regions))
+	for i, r := range p.Regions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = r.Daemon.Run(ctx)
+		}()
+	}
+	wg.Wait()
+	p.Close()
+	return errors.Join(errs...)
+}
+
+// Close stops the infrastructure (Redis, NATS) in reverse order.
+func (p *Playground) Close() {
+	for i := len(p.stop) - 1; i >= 0; i-- {
+		p.stop[i]()
+	}
+	p.stop = nil
+}

@@ -1,0 +1,94 @@
+package playground
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+)
+
+// freePortBase finds n consecutive free ports on 127.0.0.1.
+func freePortBase(t *testing.T, n int) int {
+	t.Helper()
+	for base := 20000 + int(time.Now().UnixNano()%20000); base < 65000; base += n + 7 {
+		ok := true
+		for i := 0; i < n && ok; i++ {
+			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", base+i))
+			if err != nil {
+				ok = false
+				continue
+			}
+			_ = l.Close()
+		}
+		if ok {
+			return base
+		}
+	}
+	t.Fatal("no free port range")
+	return 0
+}
+
+// TestPlayground starts the playground as `go tool task demo` does and uses
+// it as a newcomer would: one line per region, a write in one region shows
+// in the others.
+func TestPlayground(t *testing.T) {
+	base := freePortBase(t, 4)
+	ctx, cancel := context.WithCancel(context.Background())
+	p, err := Start(ctx, Config{Regions: 4, PortBase: base, Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("playground stopped with %v", err)
+		}
+	}()
+	var out bytes.Buffer
+	p.Describe(&out)
+	lines := regexp.MustCompile(`(?m)^region ([a-z]+) redis://127\.0\.0\.1:(\d+)$`).FindAllStringSubmatch(out.String(), -1)
+	if len(lines) != 4 {
+		t.Fatalf("want 4 region lines, got:\n%s", out.String())
+	}
+	for i, l := range lines {
+		if l[2] != fmt.Sprint(base+i) {
+			t.Fatalf("region %d listens on %s, want %d", i, l[2], base+i)
+		}
+	}
+	clients := make([]*redis.Client, len(p.Regions))
+	for i, r := range p.Regions {
+		clients[i] = redis.NewClient(&redis.Options{Addr: r.Addr})
+		defer clients[i].Close()
+	}
+	bg := context.Background()
+	if err := clients[0].Set(bg, "greeting", "hello", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range clients {
+		if err := c.IncrBy(bg, "visits", int64(i+1)).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for _, c := range clients {
+		for {
+			g, _ := c.Get(bg, "greeting").Result()
+			v, _ := c.Get(bg, "visits").Result()
+			if g == "hello" && v == "10" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: greeting=%q visits=%q, want hello and 10", c.Options().Addr, g, v)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
