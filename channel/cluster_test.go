@@ -15,8 +15,8 @@ import (
 
 	"github.com/globalreplica/globalreplica/child"
 	"github.com/globalreplica/globalreplica/crdt"
-	"github.com/globalreplica/globalreplica/internal/testnats"
 	"github.com/globalreplica/globalreplica/internal/redisproc"
+	"github.com/globalreplica/globalreplica/internal/testnats"
 )
 
 const instance = "test"
@@ -109,7 +109,9 @@ func (c *cluster) stop(r *region) {
 		return
 	}
 	r.cancel()
-	<-r.done
+	if err := <-r.done; err != nil {
+		c.t.Errorf("%s: channels stopped with %v", r.name, err)
+	}
 	r.cancel = nil
 }
 

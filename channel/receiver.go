@@ -237,7 +237,7 @@ func (r *Receiver) session(ctx context.Context) error {
 		r.setState(StateStarting, nil)
 		sleep(ctx, r.cfg.LeaseTTL/3)
 		if ctx.Err() != nil {
-			return nil
+			return nil //nolint:nilerr // the context ending is a clean stop
 		}
 	}
 	pos, err := r.applier.Position(ctx)
@@ -283,8 +283,8 @@ func (r *Receiver) session(ctx context.Context) error {
 	expect := start
 	leaseAt := time.Now()
 	for {
-		if err := ctx.Err(); err != nil {
-			return nil
+		if ctx.Err() != nil {
+			return nil //nolint:nilerr // the context ending is a clean stop
 		}
 		if r.paused.Load() {
 			r.setState(StatePaused, nil)

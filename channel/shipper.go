@@ -115,7 +115,7 @@ func (s *Shipper) Run(ctx context.Context) error {
 			s.log.Error().Err(err).Msg("shipping stopped")
 			return err
 		case ctx.Err() != nil:
-			return nil
+			return nil //nolint:nilerr // the context ending is a clean stop
 		default:
 			s.ready = false
 			s.metrics.shipError(s.cfg.Stream.Region)

@@ -2,6 +2,7 @@ package child
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
@@ -29,7 +30,12 @@ func startChild(t *testing.T, region string) (*Engine, *redis.Client) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("server stopped with %v", err)
+		}
+	})
 	c := redis.NewClient(&redis.Options{Addr: srv.Addr().String()})
 	t.Cleanup(func() { _ = c.Close() })
 	return e, c
@@ -98,7 +104,7 @@ func TestEndpointDifferential(t *testing.T) {
 			args := toRESP(cmd.args)
 			v, err := c.Do(ctx, args...).Result()
 			got, gerr := replyString(v, err)
-			if err == redis.Nil {
+			if errors.Is(err, redis.Nil) {
 				got, gerr = "<nil>", nil
 			}
 			want, _, werr := cmd.model(model, now)
@@ -119,7 +125,7 @@ func TestEndpointReads(t *testing.T) {
 	must := func(cmd *redis.Cmd) any {
 		t.Helper()
 		v, err := cmd.Result()
-		if err != nil && err != redis.Nil {
+		if err != nil && !errors.Is(err, redis.Nil) {
 			t.Fatalf("%v: %v", cmd.Args(), err)
 		}
 		return v

@@ -48,9 +48,9 @@ others. Stop with Ctrl-C. State lives in a temporary folder unless --data is set
 			}
 			out := cmd.OutOrStdout()
 			p.Describe(out)
-			fmt.Fprintln(out, "# press Ctrl-C to stop")
+			_, _ = fmt.Fprintln(out, "# press Ctrl-C to stop")
 			err = p.Run(ctx)
-			fmt.Fprintln(out, "# stopped")
+			_, _ = fmt.Fprintln(out, "# stopped")
 			return err
 		},
 	}

@@ -138,10 +138,10 @@ func Start(ctx context.Context, cfg Config) (p *Playground, err error) {
 // region's HTTP endpoint and NATS URL.
 func (p *Playground) Describe(w io.Writer) {
 	for _, r := range p.Regions {
-		fmt.Fprintf(w, "region %s redis://%s\n", r.Name, r.Addr)
+		_, _ = fmt.Fprintf(w, "region %s redis://%s\n", r.Name, r.Addr)
 	}
 	for _, r := range p.Regions {
-		fmt.Fprintf(w, "# %s: metrics and channels at http://%s/metrics and /channels, NATS %s\n", r.Name, r.HTTP, r.NATS)
+		_, _ = fmt.Fprintf(w, "# %s: metrics and channels at http://%s/metrics and /channels, NATS %s\n", r.Name, r.HTTP, r.NATS)
 	}
 }
 

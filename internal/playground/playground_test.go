@@ -66,7 +66,7 @@ func TestPlayground(t *testing.T) {
 	clients := make([]*redis.Client, len(p.Regions))
 	for i, r := range p.Regions {
 		clients[i] = redis.NewClient(&redis.Options{Addr: r.Addr})
-		defer clients[i].Close()
+		defer func() { _ = clients[i].Close() }()
 	}
 	bg := context.Background()
 	if err := clients[0].Set(bg, "greeting", "hello", 0).Err(); err != nil {

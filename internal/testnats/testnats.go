@@ -27,7 +27,7 @@ func Start(t testing.TB, name string) *Server {
 	s := &Server{dir: t.TempDir(), t: t}
 	s.opts = embednats.Options{Name: name, StoreDir: s.dir}
 	s.start()
-	t.Cleanup(func() { s.Server.Shutdown(); s.Server.WaitForShutdown() })
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
 	return s
 }
 
@@ -48,8 +48,8 @@ func (s *Server) URL() string { return s.ClientURL() }
 // the same storage, as a region's NATS restart does.
 func (s *Server) Restart() {
 	s.t.Helper()
-	s.Server.Shutdown()
-	s.Server.WaitForShutdown()
+	s.Shutdown()
+	s.WaitForShutdown()
 	s.start()
 }
 
