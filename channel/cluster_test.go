@@ -15,8 +15,8 @@ import (
 
 	"github.com/globalreplica/globalreplica/child"
 	"github.com/globalreplica/globalreplica/crdt"
-	"github.com/globalreplica/globalreplica/internal/redisproc"
 	"github.com/globalreplica/globalreplica/internal/testnats"
+	"github.com/globalreplica/globalreplica/internal/testredis"
 )
 
 const instance = "test"
@@ -51,7 +51,7 @@ func newCluster(t *testing.T, names ...string) *cluster {
 	t.Helper()
 	c := &cluster{t: t}
 	for _, n := range names {
-		_, rdb := redisproc.StartT(t, redisproc.Options{})
+		rdb := testredis.Start(t).Client()
 		e, err := child.NewEngine(context.Background(), child.EngineConfig{Instance: instance, Region: n}, rdb, testLogger(t))
 		if err != nil {
 			t.Fatal(err)

@@ -11,6 +11,8 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/globalreplica/globalreplica/internal/testredis"
+
 	"github.com/globalreplica/globalreplica/crdt"
 )
 
@@ -239,7 +241,7 @@ func redisSnapshot(t *testing.T, e *Engine) map[string]crdt.Visible {
 
 func newTestEngine(t *testing.T, region string) *Engine {
 	t.Helper()
-	e, err := NewEngine(context.Background(), EngineConfig{Instance: "test", Region: region}, startRedis(t), zerolog.Nop())
+	e, err := NewEngine(context.Background(), EngineConfig{Instance: "test", Region: region}, testredis.Start(t).Client(), zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,11 +6,13 @@ import (
 	"testing"
 
 	"github.com/rs/zerolog"
+
+	"github.com/globalreplica/globalreplica/internal/testredis"
 )
 
 func BenchmarkEngineSet(b *testing.B) {
 	ctx := context.Background()
-	e, err := NewEngine(ctx, EngineConfig{Instance: "b", Region: "sgp"}, startRedis(b), zerolog.Nop())
+	e, err := NewEngine(ctx, EngineConfig{Instance: "b", Region: "sgp"}, testredis.Start(b).Client(), zerolog.Nop())
 	if err != nil {
 		b.Fatal(err)
 	}
