@@ -7,8 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/globalreplica/globalreplica/crdt"
 )
 
@@ -39,7 +37,7 @@ var (
 )
 
 func init() {
-	register(
+	register(deferred(
 		// generic
 		Command{Name: "del", Arity: -2, Flags: wr, FirstKey: 1, LastKey: -1, Step: 1, Group: GroupGeneric, Summary: "Delete keys (what this region observed of them)", Handler: cmdDel},
 		Command{Name: "unlink", Arity: -2, Flags: wrF, FirstKey: 1, LastKey: -1, Step: 1, Group: GroupGeneric, Summary: "Delete keys (same as DEL)", Handler: cmdDel},
@@ -130,8 +128,57 @@ func init() {
 		Command{Name: "zrevrange", Arity: -4, Flags: ro, FirstKey: 1, LastKey: 1, Step: 1, Group: GroupSortedSet, Summary: "Get members by index, high to low", Handler: passthrough},
 		Command{Name: "zrandmember", Arity: -2, Flags: ro, FirstKey: 1, LastKey: 1, Step: 1, Group: GroupSortedSet, Summary: "Get random members", Handler: passthrough},
 		Command{Name: "zscan", Arity: -3, Flags: ro, FirstKey: 1, LastKey: 1, Step: 1, Group: GroupSortedSet, Summary: "Iterate over a sorted set", Handler: passthrough},
-	)
+	)...)
 }
+
+// deferred marks data commands as deferring their replies: each handler
+// submits its request to the engine on the connection's lane and replies
+// when it ran, so a client's pipelined commands overlap their round trips
+// and many clients' commands share pipelines and function calls (see
+// Engine.Submit).
+func deferred(cmds ...Command) []Command {
+	for i := range cmds {
+		cmds[i].Defers = true
+	}
+	return cmds
+}
+
+// submit runs a request on the connection's lane and calls finish with its
+// reply once it ran; an error reply is written for finish.
+func submit(c *Call, r *Request, finish func(c *Call, v any)) {
+	lane := 0
+	if c.conn != nil {
+		lane = int(c.conn.id)
+	}
+	c.Engine().Submit(lane, r)
+	c.Later(func(c *Call) {
+		v, err := r.Wait(c.Ctx)
+		if err != nil {
+			c.WriteError(err)
+			return
+		}
+		finish(c, v)
+	})
+}
+
+// read submits a read of database 0.
+func read(c *Call, args []any, finish func(c *Call, v any)) { submit(c, NewRead(args...), finish) }
+
+// writeCmd submits a local write.
+func writeCmd(c *Call, args []string, finish func(c *Call, v any)) {
+	submit(c, NewWrite(args...), finish)
+}
+
+// argStrings returns the command's arguments after the name.
+func argStrings(c *Call) []string {
+	out := make([]string, len(c.Args)-1)
+	for i, a := range c.Args[1:] {
+		out[i] = string(a)
+	}
+	return out
+}
+
+func writeReply(c *Call, v any) { c.WriteReply(v) }
 
 // passthrough answers a read from database 0, where the user keyspace is
 // stored as clients see it; Redis's own reply and errors are forwarded.
@@ -153,93 +200,88 @@ func forward(c *Call, args [][]byte, status bool) {
 	for i, a := range args {
 		argv[i] = string(a)
 	}
-	v, err := c.Engine().Redis().Do(c.Ctx, argv...).Result()
-	switch {
-	case errors.Is(err, redis.Nil):
-		c.WriteNull()
-	case err != nil:
-		c.WriteError(err)
-	case status:
-		s, _ := v.(string)
-		c.WriteStatus(s)
-	default:
+	read(c, argv, func(c *Call, v any) {
+		if s, ok := v.(string); ok && status {
+			c.WriteStatus(s)
+			return
+		}
 		c.WriteReply(v)
-	}
-}
-
-// write runs one write command in the engine and returns its reply.
-func engineWrite(c *Call, cmd string, args ...string) (any, bool) {
-	v, err := c.Engine().Write(c.Ctx, cmd, args...)
-	if err != nil {
-		c.WriteError(err)
-		return nil, false
-	}
-	return v, true
+	})
 }
 
 // cmdWrite runs a write whose arguments go to the engine unchanged and
 // whose reply is forwarded.
 func cmdWrite(cmd string) func(*Call) {
-	return func(c *Call) {
-		args := make([]string, len(c.Args)-1)
-		for i, a := range c.Args[1:] {
-			args[i] = string(a)
-		}
-		if v, ok := engineWrite(c, cmd, args...); ok {
-			c.WriteReply(v)
-		}
-	}
+	return func(c *Call) { writeCmd(c, append([]string{cmd}, argStrings(c)...), writeReply) }
 }
 
-func cmdDel(c *Call) {
-	args := make([]string, len(c.Args)-1)
-	for i, a := range c.Args[1:] {
-		args[i] = string(a)
-	}
-	if v, ok := engineWrite(c, "del", args...); ok {
-		c.WriteReply(v)
-	}
+func cmdDel(c *Call) { writeCmd(c, append([]string{"del"}, argStrings(c)...), writeReply) }
+
+// getValue reads a string key and calls finish with its value as clients
+// see it (ok false: no such key).
+func getValue(c *Call, key string, finish func(c *Call, v string, ok bool)) {
+	read(c, []any{"GET", key}, func(c *Call, raw any) {
+		s, isStr := raw.(string)
+		if !isStr {
+			finish(c, "", false)
+			return
+		}
+		v, ok, err := decodeString(key, s)
+		if err != nil {
+			c.WriteError(err)
+			return
+		}
+		finish(c, v, ok)
+	})
 }
 
 func cmdGet(c *Call) {
-	v, ok, err := c.Engine().Get(c.Ctx, c.Arg(1))
-	switch {
-	case err != nil:
-		c.WriteError(err)
-	case !ok:
-		c.WriteNull()
-	default:
+	getValue(c, c.Arg(1), func(c *Call, v string, ok bool) {
+		if !ok {
+			c.WriteNull()
+			return
+		}
 		c.WriteBulkString(v)
-	}
+	})
 }
 
 func cmdMGet(c *Call) {
-	keys := make([]string, len(c.Args)-1)
-	for i, a := range c.Args[1:] {
-		keys[i] = string(a)
+	keys := argStrings(c)
+	argv := make([]any, 0, len(keys)+1)
+	argv = append(argv, "MGET")
+	for _, k := range keys {
+		argv = append(argv, k)
 	}
-	vals, err := c.Engine().MGet(c.Ctx, keys)
-	if err != nil {
-		c.WriteError(err)
-		return
-	}
-	c.WriteArray(len(vals))
-	for _, v := range vals {
-		if v == nil {
-			c.WriteNull()
-		} else {
-			c.WriteBulkString(*v)
+	read(c, argv, func(c *Call, v any) {
+		raws, _ := v.([]any)
+		vals := make([]*string, len(keys))
+		for i, raw := range raws {
+			s, isStr := raw.(string)
+			if !isStr || i >= len(keys) {
+				continue
+			}
+			val, ok, err := decodeString(keys[i], s)
+			if err != nil {
+				c.WriteError(err)
+				return
+			}
+			if ok {
+				vals[i] = &val
+			}
 		}
-	}
+		c.WriteArray(len(vals))
+		for _, v := range vals {
+			if v == nil {
+				c.WriteNull()
+			} else {
+				c.WriteBulkString(*v)
+			}
+		}
+	})
 }
 
 func cmdStrlen(c *Call) {
-	v, _, err := c.Engine().Get(c.Ctx, c.Arg(1))
-	if err != nil {
-		c.WriteError(err)
-		return
-	}
-	c.WriteInt(int64(len(v)))
+	getValue(c, c.Arg(1), func(c *Call, v string, _ bool) { c.WriteInt(int64(len(v))) })
 }
 
 func cmdGetRange(c *Call) {
@@ -249,12 +291,7 @@ func cmdGetRange(c *Call) {
 		c.WriteError(ErrNotInteger)
 		return
 	}
-	v, _, err := c.Engine().Get(c.Ctx, c.Arg(1))
-	if err != nil {
-		c.WriteError(err)
-		return
-	}
-	c.WriteBulkString(substr(v, start, end))
+	getValue(c, c.Arg(1), func(c *Call, v string, _ bool) { c.WriteBulkString(substr(v, start, end)) })
 }
 
 // substr is GETRANGE's rule: negative offsets count from the end, the range
@@ -370,26 +407,23 @@ func cmdSet(c *Call) {
 		c.WriteError(err)
 		return
 	}
-	v, ok := engineWrite(c, "set", a.engine(c.Arg(1), c.Arg(2))...)
-	switch {
-	case !ok:
-	case a.get || v == nil:
-		c.WriteReply(v)
-	default:
+	writeCmd(c, append([]string{"set"}, a.engine(c.Arg(1), c.Arg(2))...), func(c *Call, v any) {
+		if a.get || v == nil {
+			c.WriteReply(v)
+			return
+		}
 		c.WriteOK()
-	}
+	})
 }
 
 func cmdSetNX(c *Call) {
-	v, ok := engineWrite(c, "set", setArgs{nx: true}.engine(c.Arg(1), c.Arg(2))...)
-	if !ok {
-		return
-	}
-	if v == nil {
-		c.WriteInt(0)
-	} else {
-		c.WriteInt(1)
-	}
+	writeCmd(c, append([]string{"set"}, setArgs{nx: true}.engine(c.Arg(1), c.Arg(2))...), func(c *Call, v any) {
+		if v == nil {
+			c.WriteInt(0)
+		} else {
+			c.WriteInt(1)
+		}
+	})
 }
 
 func cmdSetEx(unit int64, name string) func(*Call) {
@@ -403,16 +437,12 @@ func cmdSetEx(unit int64, name string) func(*Call) {
 			c.WriteError(errInvalidExpire(name))
 			return
 		}
-		if _, ok := engineWrite(c, "set", setArgs{mode: "rel", ms: ms}.engine(c.Arg(1), c.Arg(3))...); ok {
-			c.WriteOK()
-		}
+		writeCmd(c, append([]string{"set"}, setArgs{mode: "rel", ms: ms}.engine(c.Arg(1), c.Arg(3))...), func(c *Call, _ any) { c.WriteOK() })
 	}
 }
 
 func cmdGetSet(c *Call) {
-	if v, ok := engineWrite(c, "set", setArgs{get: true}.engine(c.Arg(1), c.Arg(2))...); ok {
-		c.WriteReply(v)
-	}
+	writeCmd(c, append([]string{"set"}, setArgs{get: true}.engine(c.Arg(1), c.Arg(2))...), writeReply)
 }
 
 func cmdMSet(c *Call) {
@@ -420,20 +450,12 @@ func cmdMSet(c *Call) {
 		c.WriteErrorString("ERR wrong number of arguments for '" + strings.ToLower(c.Arg(0)) + "' command")
 		return
 	}
-	args := make([]string, len(c.Args)-1)
-	for i, a := range c.Args[1:] {
-		args[i] = string(a)
-	}
-	if _, ok := engineWrite(c, "mset", args...); ok {
-		c.WriteOK()
-	}
+	writeCmd(c, append([]string{"mset"}, argStrings(c)...), func(c *Call, _ any) { c.WriteOK() })
 }
 
 func cmdIncr(d int64) func(*Call) {
 	return func(c *Call) {
-		if v, ok := engineWrite(c, "incrby", c.Arg(1), strconv.FormatInt(d, 10)); ok {
-			c.WriteReply(v)
-		}
+		writeCmd(c, []string{"incrby", c.Arg(1), strconv.FormatInt(d, 10)}, writeReply)
 	}
 }
 
@@ -451,9 +473,7 @@ func cmdIncrBy(sign int64) func(*Call) {
 			}
 			d = -d
 		}
-		if v, ok := engineWrite(c, "incrby", c.Arg(1), strconv.FormatInt(d, 10)); ok {
-			c.WriteReply(v)
-		}
+		writeCmd(c, []string{"incrby", c.Arg(1), strconv.FormatInt(d, 10)}, writeReply)
 	}
 }
 
@@ -467,9 +487,7 @@ func cmdIncrByFloat(c *Call) {
 		c.WriteError(crdt.ErrNaN)
 		return
 	}
-	if v, ok := engineWrite(c, "incrbyfloat", c.Arg(1), crdt.FormatFloat(d)); ok {
-		c.WriteReply(v)
-	}
+	writeCmd(c, []string{"incrbyfloat", c.Arg(1), crdt.FormatFloat(d)}, writeReply)
 }
 
 func cmdExpire(unit int64, abs bool) func(*Call) {
@@ -521,9 +539,7 @@ func cmdExpire(unit int64, abs bool) func(*Call) {
 		if abs {
 			mode = "abs"
 		}
-		if v, ok := engineWrite(c, "expire", c.Arg(1), mode, strconv.FormatInt(ms, 10), cond); ok {
-			c.WriteReply(v)
-		}
+		writeCmd(c, []string{"expire", c.Arg(1), mode, strconv.FormatInt(ms, 10), cond}, writeReply)
 	}
 }
 
@@ -533,18 +549,13 @@ func cmdHSet(hmset bool) func(*Call) {
 			c.WriteErrorString("ERR wrong number of arguments for '" + strings.ToLower(c.Arg(0)) + "' command")
 			return
 		}
-		args := make([]string, len(c.Args)-1)
-		for i, a := range c.Args[1:] {
-			args[i] = string(a)
-		}
-		v, ok := engineWrite(c, "hset", args...)
-		switch {
-		case !ok:
-		case hmset:
-			c.WriteOK()
-		default:
+		writeCmd(c, append([]string{"hset"}, argStrings(c)...), func(c *Call, v any) {
+			if hmset {
+				c.WriteOK()
+				return
+			}
 			c.WriteReply(v)
-		}
+		})
 	}
 }
 
@@ -554,9 +565,7 @@ func cmdHIncrBy(c *Call) {
 		c.WriteError(err)
 		return
 	}
-	if v, ok := engineWrite(c, "hincrby", c.Arg(1), c.Arg(2), strconv.FormatInt(d, 10)); ok {
-		c.WriteReply(v)
-	}
+	writeCmd(c, []string{"hincrby", c.Arg(1), c.Arg(2), strconv.FormatInt(d, 10)}, writeReply)
 }
 
 func cmdHIncrByFloat(c *Call) {
@@ -569,9 +578,7 @@ func cmdHIncrByFloat(c *Call) {
 		c.WriteError(crdt.ErrNaN)
 		return
 	}
-	if v, ok := engineWrite(c, "hincrbyfloat", c.Arg(1), c.Arg(2), crdt.FormatFloat(d)); ok {
-		c.WriteReply(v)
-	}
+	writeCmd(c, []string{"hincrbyfloat", c.Arg(1), c.Arg(2), crdt.FormatFloat(d)}, writeReply)
 }
 
 func cmdZAdd(c *Call) {
@@ -620,9 +627,7 @@ options:
 		}
 		args = append(args, crdt.FormatFloat(f), string(rest[j+1]))
 	}
-	if v, ok := engineWrite(c, "zadd", args...); ok {
-		c.WriteReply(v)
-	}
+	writeCmd(c, append([]string{"zadd"}, args...), writeReply)
 }
 
 func zflags(nx, xx, gt, lt, ch, incr bool) string {
@@ -644,7 +649,5 @@ func cmdZIncrBy(c *Call) {
 		c.WriteError(err)
 		return
 	}
-	if v, ok := engineWrite(c, "zincrby", c.Arg(1), crdt.FormatFloat(d), c.Arg(3)); ok {
-		c.WriteReply(v)
-	}
+	writeCmd(c, []string{"zincrby", c.Arg(1), crdt.FormatFloat(d), c.Arg(3)}, writeReply)
 }

@@ -63,10 +63,10 @@ type EngineConfig struct {
 	Instance string        // global instance name
 	Region   string        // this region's id
 	Grace    time.Duration // see DefaultGrace
-	// Writers is how many write calls may be in flight to Redis at once;
-	// writes queued meanwhile go together in the next call. Default 4.
-	Writers int
-	// MaxBatch caps the commands of one grouped call. Default 128.
+	// Lanes is how many ordered request streams the engine keeps to Redis
+	// (see Submit). Default 4.
+	Lanes int
+	// MaxBatch caps the requests that go to Redis in one pipeline. Default 256.
 	MaxBatch int
 }
 
@@ -77,11 +77,11 @@ func (c *EngineConfig) validate() error {
 	if c.Grace == 0 {
 		c.Grace = DefaultGrace
 	}
-	if c.Writers == 0 {
-		c.Writers = 4
+	if c.Lanes == 0 {
+		c.Lanes = 4
 	}
 	if c.MaxBatch == 0 {
-		c.MaxBatch = 128
+		c.MaxBatch = 256
 	}
 	return nil
 }
@@ -89,15 +89,16 @@ func (c *EngineConfig) validate() error {
 // Engine is the region's Redis engine. A local write is one script call
 // that, atomically inside Redis, advances the HLC, takes the next sequence
 // number, merges the op into the key's state and appends it to the op log.
-// A remote batch is one script call that merges the ops and raises the
-// applied vector. Reads are single commands on database 0, where user keys
-// are stored as clients see them. Engine is safe for concurrent use.
+// A remote batch is one call that merges the ops and raises the applied
+// vector. Reads are commands on database 0, where user keys are stored as
+// clients see them. Engine is safe for concurrent use.
 type Engine struct {
 	cfg    EngineConfig
 	rdb    *redis.Client // database 0
 	meta   *redis.Client // database 1
 	log    zerolog.Logger
-	queue  chan *writeReq
+	lanes  []chan *Request
+	rr     atomic.Uint32 // round robin over lanes for Write
 	stop   chan struct{}
 	stopWG sync.WaitGroup
 	hook   atomic.Pointer[func()]
@@ -107,14 +108,6 @@ type Engine struct {
 // channel's shipper uses it to ship at once instead of at its next poll).
 // It must not block.
 func (e *Engine) OnWrite(f func()) { e.hook.Store(&f) }
-
-// writeReq is one write command waiting for a grouped call.
-type writeReq struct {
-	args  []string
-	reply any
-	err   error
-	done  chan struct{}
-}
 
 // NewEngine returns an engine on the Redis that rdb points at (the engine
 // opens its own connections with rdb's options) and loads the function
@@ -135,16 +128,18 @@ func NewEngine(ctx context.Context, cfg EngineConfig, rdb *redis.Client, log zer
 	mopt.DB = metaDB
 	e := &Engine{
 		cfg: cfg, rdb: redis.NewClient(&dopt), meta: redis.NewClient(&mopt), log: log,
-		queue: make(chan *writeReq, 4096), stop: make(chan struct{}),
+		stop: make(chan struct{}),
 	}
 	if err := e.load(ctx); err != nil {
 		_ = e.rdb.Close()
 		_ = e.meta.Close()
 		return nil, err
 	}
-	for range cfg.Writers {
+	for range cfg.Lanes {
+		l := make(chan *Request, 4096)
+		e.lanes = append(e.lanes, l)
 		e.stopWG.Add(1)
-		go e.writer()
+		go e.runLane(l)
 	}
 	if err := e.meta.HSet(ctx, keyMeta, "grace", cfg.Grace.Milliseconds()).Err(); err != nil {
 		_ = e.Close()
@@ -170,108 +165,20 @@ func (e *Engine) Redis() *redis.Client { return e.rdb }
 // Write runs one local write command: cmd is the engine's command name
 // (set, incrby, hset, ...) and args its normalized arguments. The reply is
 // the function's: int64, string, nil, []any, or an error carrying Redis's
-// own error text. Concurrent writes are grouped into one call to Redis
-// (each still its own atomic command and its own op): writes queue while
-// the engine's writers are busy and the next call takes them all.
+// own error text. Concurrent writes go to Redis together (see Submit), each
+// still its own atomic command and its own op.
 func (e *Engine) Write(ctx context.Context, cmd string, args ...string) (any, error) {
-	r := &writeReq{args: append([]string{cmd}, args...), done: make(chan struct{})}
-	select {
-	case e.queue <- r:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	select {
-	case <-r.done:
-		return r.reply, r.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
-// writer sends queued writes to Redis, as many as are waiting in one call.
-func (e *Engine) writer() {
-	defer e.stopWG.Done()
-	batch := make([]*writeReq, 0, e.cfg.MaxBatch)
-	cmds := make([][]string, 0, e.cfg.MaxBatch)
-	for {
-		batch, cmds = batch[:0], cmds[:0]
-		select {
-		case <-e.stop:
-			return
-		case r := <-e.queue:
-			batch = append(batch, r)
-		}
-	fill:
-		for len(batch) < e.cfg.MaxBatch {
-			select {
-			case r := <-e.queue:
-				batch = append(batch, r)
-			default:
-				break fill
-			}
-		}
-		for _, r := range batch {
-			cmds = append(cmds, r.args)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		replies, errs := e.WritePipeline(ctx, cmds)
-		cancel()
-		if f := e.hook.Load(); f != nil {
-			(*f)()
-		}
-		for i, r := range batch {
-			r.reply, r.err = replies[i], errs[i]
-			close(r.done)
-		}
-	}
+	r := NewWrite(append([]string{cmd}, args...)...)
+	e.Submit(int(e.rr.Add(1)), r)
+	return r.Wait(ctx)
 }
 
 // WritePipeline runs several local write commands in one call to Redis,
-// each its own atomic command and its own op. Replies and errors are per
-// command.
+// each its own atomic command and its own op, in order. Replies and errors
+// are per command.
 func (e *Engine) WritePipeline(ctx context.Context, cmds [][]string) ([]any, []error) {
-	replies, errs := make([]any, len(cmds)), make([]error, len(cmds))
-	if len(cmds) == 1 {
-		argv := make([]any, 0, len(cmds[0])+1)
-		argv = append(argv, e.cfg.Region)
-		for _, a := range cmds[0] {
-			argv = append(argv, a)
-		}
-		replies[0], errs[0] = e.fcall(ctx, "gr_write", argv)
-		if errors.Is(errs[0], redis.Nil) {
-			replies[0], errs[0] = nil, nil
-		}
-		return replies, errs
-	}
-	n := 3
-	for _, c := range cmds {
-		n += len(c) + 1
-	}
-	argv := make([]any, 0, n)
-	argv = append(argv, e.cfg.Region, "*", len(cmds))
-	for _, c := range cmds {
-		argv = append(argv, len(c))
-		for _, a := range c {
-			argv = append(argv, a)
-		}
-	}
-	v, err := e.fcall(ctx, "gr_write", argv)
-	arr, ok := v.([]any)
-	if err == nil && (!ok || len(arr) != len(cmds)) {
-		err = fmt.Errorf("child: unexpected reply to a grouped write: %T", v)
-	}
-	for i := range cmds {
-		if err != nil {
-			errs[i] = err
-			continue
-		}
-		if rerr, isErr := arr[i].(error); isErr {
-			errs[i] = rerr
-		} else {
-			replies[i] = arr[i]
-		}
-	}
-	return replies, errs
+	v, err := e.fcall(ctx, "gr_write", writeArgv(e.cfg.Region, cmds))
+	return groupedReplies(v, err, len(cmds))
 }
 
 // load loads the function library into Redis, replacing an older one.
