@@ -356,6 +356,10 @@ func (r *Receiver) step(ctx context.Context, cons jetstream.Consumer, expect *ui
 		return nil
 	}
 	if len(ops) > 0 {
+		// Paused while the fetch was in flight: hold the batch, apply nothing.
+		if err := r.holdWhilePaused(ctx); err != nil {
+			return err
+		}
 		if opsLim != nil {
 			if err := opsLim.WaitN(ctx, len(ops)); err != nil {
 				return err
@@ -379,6 +383,28 @@ func (r *Receiver) step(ctx context.Context, cons jetstream.Consumer, expect *ui
 	if err := last.Ack(); err != nil {
 		return err
 	}
+	return nil
+}
+
+// holdWhilePaused waits while the channel is paused, keeping its lease.
+func (r *Receiver) holdWhilePaused(ctx context.Context) error {
+	for r.paused.Load() {
+		r.setState(StatePaused, nil)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-r.wake:
+		case <-time.After(r.cfg.LeaseTTL / 3):
+			lead, err := r.applier.Lease(ctx, "recv:"+r.cfg.Origin, r.cfg.Owner, r.cfg.LeaseTTL)
+			if err != nil {
+				return err
+			}
+			if !lead {
+				return errors.New("channel: lost the receiver lease to another child")
+			}
+		}
+	}
+	r.setState(StateRunning, nil)
 	return nil
 }
 

@@ -7,10 +7,10 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
@@ -18,6 +18,7 @@ import (
 
 	"github.com/globalreplica/globalreplica/child"
 	"github.com/globalreplica/globalreplica/crdt"
+	"github.com/globalreplica/globalreplica/internal/daemon"
 )
 
 // config is the daemon's configuration, resolved from flags, environment,
@@ -31,6 +32,11 @@ type config struct {
 	Password      string
 	MaxValueBytes int
 	LogLevel      zerolog.Level
+	NATS          daemon.NATS   // this region's NATS, where its stream lives
+	Peers         []daemon.Peer // the other regions and their NATS
+	HTTP          string
+	Retention     time.Duration
+	StreamBytes   int64
 }
 
 // Defaults of the daemon.
@@ -54,7 +60,7 @@ type setting struct {
 }
 
 var settings = []setting{
-	{name: "instance", env: "GR_INSTANCE", usage: "global instance name (required): 1-64 characters of a-z, 0-9 and '-', starting with a letter",
+	{name: "instance", env: "GR_INSTANCE", usage: "global instance name (required): 1-32 characters of a-z, 0-9 and '-', starting with a letter",
 		set: func(c *config, v string) error { c.Instance = v; return nil }},
 	{name: "region", env: "GR_REGION", usage: "this region's id (required): 1-32 characters of a-z, 0-9 and '-', starting with a letter",
 		set: func(c *config, v string) error { c.Region = v; return nil }},
@@ -76,6 +82,43 @@ var settings = []setting{
 			c.MaxValueBytes = n
 			return nil
 		}},
+	{name: "nats", env: "GR_NATS_URL", usage: "URL of this region's NATS with JetStream (several URLs of a cluster separated by commas); empty: no replication, the child serves its region alone",
+		set: func(c *config, v string) error { c.NATS.URL = v; return nil }},
+	{name: "nats-user", env: "GR_NATS_USER", usage: "user for NATS (this region's and the peers' unless their URLs carry their own user:password@)",
+		set: func(c *config, v string) error { c.NATS.User = v; return nil }},
+	{name: "nats-password", env: "GR_NATS_PASSWORD", usage: "password for NATS; prefer the environment or the config file",
+		set: func(c *config, v string) error { c.NATS.Password = v; return nil }},
+	{name: "nats-token", env: "GR_NATS_TOKEN", usage: "token for NATS instead of user and password",
+		set: func(c *config, v string) error { c.NATS.Token = v; return nil }},
+	{name: "nats-creds", env: "GR_NATS_CREDS", usage: "NATS credentials file (JWT and NKey) instead of user, password or token",
+		set: func(c *config, v string) error { c.NATS.CredsFile = v; return nil }},
+	{name: "peers", env: "GR_PEERS", usage: "the other regions: region=nats-url pairs separated by commas or spaces (fra=nats://fra.example:4222,iad=nats://u:p@iad.example:4222)",
+		set: func(c *config, v string) error {
+			peers, err := parsePeers(v)
+			c.Peers = peers
+			return err
+		}},
+	{name: "http", env: "GR_HTTP", def: "127.0.0.1:9121", usage: "address of the HTTP endpoint: /metrics (Prometheus), /healthz, /channels and channel controls; empty: none",
+		set: func(c *config, v string) error { c.HTTP = v; return nil }},
+	{name: "retention", env: "GR_RETENTION", def: "168h", usage: "how long this region's stream keeps ops: how long another region may be away and still resume without a rebuild",
+		set: func(c *config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return fmt.Errorf("retention %q: a positive duration like 168h", v)
+			}
+			c.Retention = d
+			return nil
+		}},
+	{name: "stream-max-bytes", env: "GR_STREAM_MAX_BYTES", def: "0", usage: "size limit of this region's stream (bytes or with a unit); 0: no limit. Ops dropped for size before a region applied them make it need a rebuild",
+		set: func(c *config, v string) error {
+			if v == "0" {
+				c.StreamBytes = 0
+				return nil
+			}
+			n, err := parseSize(v)
+			c.StreamBytes = int64(n)
+			return err
+		}},
 	{name: "log-level", env: "GR_LOG_LEVEL", def: defaultLogLevel, usage: "log level: trace, debug, info, warn, error or disabled",
 		set: func(c *config, v string) error {
 			l, err := zerolog.ParseLevel(strings.ToLower(v))
@@ -85,6 +128,22 @@ var settings = []setting{
 			c.LogLevel = l
 			return nil
 		}},
+}
+
+// parsePeers reads "fra=nats://...,iad=nats://..." into peers.
+func parsePeers(v string) ([]daemon.Peer, error) {
+	var peers []daemon.Peer
+	for _, item := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' }) {
+		region, url, ok := strings.Cut(item, "=")
+		if !ok || url == "" {
+			return nil, fmt.Errorf("peer %q: want region=nats-url", item)
+		}
+		if !crdt.ValidRegion(region) {
+			return nil, fmt.Errorf("peer %q: %w", region, crdt.ErrBadRegion)
+		}
+		peers = append(peers, daemon.Peer{Region: region, NATS: daemon.NATS{URL: url}})
+	}
+	return peers, nil
 }
 
 // configFileFlag names the config file setting, which is resolved first.
@@ -145,14 +204,13 @@ func resolveConfig(fs *pflag.FlagSet, getenv func(string) string) (config, error
 	return c, c.validate()
 }
 
-var instanceRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,63}$`)
 
 func (c *config) validate() error {
 	switch {
 	case c.Instance == "":
 		return fmt.Errorf("%w: the instance name is required: --instance or $GR_INSTANCE", errUsage)
-	case !instanceRE.MatchString(c.Instance):
-		return fmt.Errorf("%w: invalid instance name %q: 1-64 characters of a-z, 0-9 and '-', starting with a letter", errUsage, c.Instance)
+	case !crdt.ValidRegion(c.Instance):
+		return fmt.Errorf("%w: invalid instance name %q: 1-32 characters of a-z, 0-9 and '-', starting with a letter", errUsage, c.Instance)
 	case c.Region == "":
 		return fmt.Errorf("%w: the region is required: --region or $GR_REGION", errUsage)
 	case !crdt.ValidRegion(c.Region):
@@ -163,6 +221,21 @@ func (c *config) validate() error {
 		return fmt.Errorf("%w: --redis is empty", errUsage)
 	case c.MaxValueBytes <= 0:
 		return fmt.Errorf("%w: --max-value-bytes must be positive", errUsage)
+	case len(c.Peers) > 0 && c.NATS.URL == "":
+		return fmt.Errorf("%w: --peers needs --nats, this region's own NATS (its stream lives there)", errUsage)
+	}
+	for i, p := range c.Peers {
+		if p.Region == c.Region {
+			return fmt.Errorf("%w: --peers lists this region %s itself", errUsage, p.Region)
+		}
+		for _, q := range c.Peers[:i] {
+			if q.Region == p.Region {
+				return fmt.Errorf("%w: --peers lists %s twice", errUsage, p.Region)
+			}
+		}
+		// peers share the region's NATS credentials unless their URL has its own
+		c.Peers[i].NATS.User, c.Peers[i].NATS.Password = c.NATS.User, c.NATS.Password
+		c.Peers[i].NATS.Token, c.Peers[i].NATS.CredsFile = c.NATS.Token, c.NATS.CredsFile
 	}
 	return nil
 }

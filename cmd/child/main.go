@@ -23,6 +23,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/globalreplica/globalreplica/child"
+	"github.com/globalreplica/globalreplica/internal/daemon"
 )
 
 // Exit codes.
@@ -127,46 +128,47 @@ func trimUsage(err error) string {
 	return s
 }
 
-// serve connects to Redis, builds the engine and the RESP server, and runs
+// serve runs the region's child (engine, RESP endpoint, channels, HTTP)
 // until ctx ends.
 func serve(ctx context.Context, cfg config, stderr io.Writer) error {
 	log := zerolog.New(stderr).Level(cfg.LogLevel).With().Timestamp().
 		Str("instance", cfg.Instance).Str("region", cfg.Region).Logger()
 	redis.SetLogger(redisLogger{log.With().Str("component", "go-redis").Logger()})
 
-	rdb := redis.NewClient(&redis.Options{
-		Addr:       cfg.Redis,
-		Password:   cfg.RedisPassword,
-		ClientName: "gr-child-" + cfg.Region,
-	})
-	defer func() { _ = rdb.Close() }()
+	ropts := redis.Options{Addr: cfg.Redis, Password: cfg.RedisPassword, ClientName: "gr-child-" + cfg.Region}
+	probe := redis.NewClient(&ropts)
 	pctx, cancel := context.WithTimeout(ctx, redisConnectTimeout)
-	err := rdb.Ping(pctx).Err()
+	err := probe.Ping(pctx).Err()
 	cancel()
+	_ = probe.Close()
 	if err != nil {
 		return fmt.Errorf("cannot reach redis-server at %s: %w", cfg.Redis, err)
 	}
-
-	engine, err := child.NewEngine(ctx, child.EngineConfig{Instance: cfg.Instance, Region: cfg.Region}, rdb, log)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = engine.Close() }()
-
-	srv, err := child.NewServer(child.Config{
-		Addr:          cfg.Listen,
+	d, err := daemon.Start(ctx, daemon.Config{
+		Instance:      cfg.Instance,
+		Region:        cfg.Region,
+		Listen:        cfg.Listen,
 		Password:      cfg.Password,
 		MaxValueBytes: cfg.MaxValueBytes,
-	}, engine, log)
+		Redis:         ropts,
+		NATS:          cfg.NATS,
+		Peers:         cfg.Peers,
+		HTTP:          cfg.HTTP,
+		Retention:     cfg.Retention,
+		StreamBytes:   cfg.StreamBytes,
+		Log:           log,
+	})
 	if err != nil {
 		return err
 	}
-	if err := srv.Listen(); err != nil {
-		return err
+	peers := make([]string, len(cfg.Peers))
+	for i, p := range cfg.Peers {
+		peers[i] = p.Region
 	}
-	log.Info().Str("listen", srv.Addr().String()).Str("redis", cfg.Redis).Bool("auth", cfg.Password != "").
-		Int("max_value_bytes", cfg.MaxValueBytes).Str("version", child.Version).Msg("child started")
-	if err := srv.Run(ctx); err != nil {
+	log.Info().Str("listen", d.RESPAddr()).Str("redis", cfg.Redis).Str("http", d.HTTPAddr()).Str("nats", cfg.NATS.URL).
+		Strs("peers", peers).Bool("auth", cfg.Password != "").Int("max_value_bytes", cfg.MaxValueBytes).
+		Str("version", child.Version).Msg("child started")
+	if err := d.Run(ctx); err != nil {
 		return fmt.Errorf("serving: %w", err)
 	}
 	log.Info().Msg("child stopped")

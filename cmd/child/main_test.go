@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -49,8 +50,8 @@ func TestConfigPrecedence(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := config{Instance: "shop", Region: "fra", Listen: "0.0.0.0:7000", Redis: "10.0.0.5:6379", Password: "from-file",
-		MaxValueBytes: 16 << 20, LogLevel: zerolog.DebugLevel}
-	if c != want {
+		MaxValueBytes: 16 << 20, LogLevel: zerolog.DebugLevel, HTTP: "127.0.0.1:9121", Retention: 168 * time.Hour}
+	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("file: %+v, want %+v", c, want)
 	}
 	// The environment beats the file (found through $GR_CONFIG); flags beat both.
@@ -60,8 +61,8 @@ func TestConfigPrecedence(t *testing.T) {
 		t.Fatal(err)
 	}
 	want = config{Instance: "shop", Region: "iad", Listen: "127.0.0.1:7002", Redis: "10.0.0.5:6379", RedisPassword: "rp",
-		Password: "from-file", MaxValueBytes: 1000, LogLevel: zerolog.WarnLevel}
-	if c != want {
+		Password: "from-file", MaxValueBytes: 1000, LogLevel: zerolog.WarnLevel, HTTP: "127.0.0.1:9121", Retention: 168 * time.Hour}
+	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("env and flags: %+v, want %+v", c, want)
 	}
 	// Defaults.
@@ -69,8 +70,8 @@ func TestConfigPrecedence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want = config{Instance: "shop", Region: "sgp", Listen: "127.0.0.1:6380", Redis: "127.0.0.1:6379", MaxValueBytes: 64 << 20, LogLevel: zerolog.InfoLevel}
-	if c != want {
+	want = config{Instance: "shop", Region: "sgp", Listen: "127.0.0.1:6380", Redis: "127.0.0.1:6379", MaxValueBytes: 64 << 20, LogLevel: zerolog.InfoLevel, HTTP: "127.0.0.1:9121", Retention: 168 * time.Hour}
+	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("defaults: %+v, want %+v", c, want)
 	}
 	// JSON, with a number.

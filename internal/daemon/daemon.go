@@ -108,8 +108,8 @@ func (c *Config) validate() error {
 			return fmt.Errorf("daemon: peer %s has no NATS URL", p.Region)
 		}
 	}
-	if c.NATS.URL == "" {
-		return errors.New("daemon: the region's NATS URL is required")
+	if c.NATS.URL == "" && len(c.Peers) > 0 {
+		return errors.New("daemon: peers need the region's own NATS URL (its stream lives there)")
 	}
 	if c.Listen == "" {
 		c.Listen = "127.0.0.1:6380"
@@ -126,7 +126,7 @@ type Daemon struct {
 	cfg      Config
 	Engine   *child.Engine
 	Server   *child.Server
-	Node     *channel.Node
+	Node     *channel.Node // nil when no NATS is configured (a standalone child)
 	registry *prometheus.Registry
 	http     *http.Server
 	httpLn   net.Listener
@@ -165,38 +165,10 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 		return nil, err
 	}
 	d.Server = srv
-	own, err := cfg.NATS.connect("gr-"+cfg.Instance+"-"+cfg.Region, log)
-	if err != nil {
-		return nil, fmt.Errorf("daemon: NATS of %s: %w", cfg.Region, err)
-	}
-	d.conns = append(d.conns, own)
-	js, err := jetstream.New(own)
-	if err != nil {
+	if cfg.NATS.URL == "" {
+		log.Warn().Msg("no NATS configured: this child serves its region alone, nothing is replicated")
+	} else if err := d.startChannels(cfg, log); err != nil {
 		return nil, err
-	}
-	metrics := channel.NewMetrics(d.registry)
-	node, err := channel.NewNode(channel.NodeConfig{
-		Stream: channel.StreamConfig{Instance: cfg.Instance, Region: cfg.Region, Retention: cfg.Retention, MaxBytes: cfg.StreamBytes},
-		Owner:  cfg.Owner,
-	}, eng, js, metrics, log)
-	if err != nil {
-		return nil, err
-	}
-	d.Node = node
-	eng.OnWrite(node.Shipper().Notify)
-	for _, p := range cfg.Peers {
-		nc, err := p.NATS.connect("gr-"+cfg.Instance+"-"+cfg.Region+"-from-"+p.Region, log)
-		if err != nil {
-			return nil, fmt.Errorf("daemon: NATS of peer %s: %w", p.Region, err)
-		}
-		d.conns = append(d.conns, nc)
-		pjs, err := jetstream.New(nc)
-		if err != nil {
-			return nil, err
-		}
-		if err := node.AddPeer(p.Region, pjs); err != nil {
-			return nil, err
-		}
 	}
 	if cfg.HTTP != "" {
 		ln, err := net.Listen("tcp", cfg.HTTP)
@@ -208,6 +180,45 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	}
 	ok = true
 	return d, nil
+}
+
+// startChannels connects to the region's NATS and its peers' and builds
+// the shipper and receivers.
+func (d *Daemon) startChannels(cfg Config, log zerolog.Logger) error {
+	own, err := cfg.NATS.connect("gr-"+cfg.Instance+"-"+cfg.Region, log)
+	if err != nil {
+		return fmt.Errorf("daemon: NATS of %s: %w", cfg.Region, err)
+	}
+	d.conns = append(d.conns, own)
+	js, err := jetstream.New(own)
+	if err != nil {
+		return err
+	}
+	metrics := channel.NewMetrics(d.registry)
+	node, err := channel.NewNode(channel.NodeConfig{
+		Stream: channel.StreamConfig{Instance: cfg.Instance, Region: cfg.Region, Retention: cfg.Retention, MaxBytes: cfg.StreamBytes},
+		Owner:  cfg.Owner,
+	}, d.Engine, js, metrics, log)
+	if err != nil {
+		return err
+	}
+	d.Node = node
+	d.Engine.OnWrite(node.Shipper().Notify)
+	for _, p := range cfg.Peers {
+		nc, err := p.NATS.connect("gr-"+cfg.Instance+"-"+cfg.Region+"-from-"+p.Region, log)
+		if err != nil {
+			return fmt.Errorf("daemon: NATS of peer %s: %w", p.Region, err)
+		}
+		d.conns = append(d.conns, nc)
+		pjs, err := jetstream.New(nc)
+		if err != nil {
+			return err
+		}
+		if err := node.AddPeer(p.Region, pjs); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // RESPAddr returns the bound RESP address.
@@ -235,7 +246,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}()
 	}
 	run("resp", func() error { return d.Server.Run(ctx) })
-	run("channels", func() error { return d.Node.Run(ctx) })
+	if d.Node != nil {
+		run("channels", func() error { return d.Node.Run(ctx) })
+	}
 	if d.http != nil {
 		run("http", func() error { return d.http.Serve(d.httpLn) })
 		go func() {
@@ -272,6 +285,9 @@ func (d *Daemon) close() {
 
 // Statuses returns the status of the region's inbound channels.
 func (d *Daemon) Statuses() []channel.Status {
+	if d.Node == nil {
+		return nil
+	}
 	st := d.Node.Status()
 	sort.Slice(st, func(i, j int) bool { return st[i].Origin < st[j].Origin })
 	return st

@@ -6,6 +6,8 @@ import (
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/globalreplica/globalreplica/channel"
 )
 
 // routes serves:
@@ -26,7 +28,11 @@ func (d *Daemon) routes() http.Handler {
 		writeJSON(w, http.StatusOK, d.Statuses())
 	})
 	mux.HandleFunc("POST /channels/{origin}/{action}", func(w http.ResponseWriter, r *http.Request) {
-		recv, ok := d.Node.Receiver(r.PathValue("origin"))
+		var recv *channel.Receiver
+		ok := d.Node != nil
+		if ok {
+			recv, ok = d.Node.Receiver(r.PathValue("origin"))
+		}
 		if !ok {
 			writeJSON(w, http.StatusNotFound, map[string]string{"error": "no channel from " + r.PathValue("origin") + " to " + d.cfg.Region})
 			return

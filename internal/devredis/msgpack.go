@@ -43,7 +43,7 @@ func openCmsgpack(L *lua.LState) *lua.LTable {
 func mpPack(L *lua.LState) int {
 	n := L.GetTop()
 	if n == 0 {
-		L.Error(lua.LString(errMPNeedsIn), 0)
+		L.RaiseError("%s", errMPNeedsIn)
 		return 0
 	}
 	var buf []byte
@@ -386,11 +386,11 @@ func (c *mpCursor) mapping(n uint64) (lua.LValue, error) {
 func mpUnpackFull(L *lua.LState, limit, offset int, withOffset bool) int {
 	s := L.CheckString(1)
 	if offset < 0 || limit < 0 {
-		L.Error(lua.LString("Invalid request to unpack with offset of "+lua.LNumber(offset).String()+" and limit of "+lua.LNumber(limit).String()+"."), 0)
+		L.RaiseError("Invalid request to unpack with offset of %d and limit of %d.", offset, limit)
 		return 0
 	}
 	if offset > len(s) {
-		L.Error(lua.LString("Start offset "+lua.LNumber(offset).String()+" greater than input length "+lua.LNumber(len(s)).String()+"."), 0)
+		L.RaiseError("Start offset %d greater than input length %d.", offset, len(s))
 		return 0
 	}
 	c := &mpCursor{L: L, buf: s, pos: offset}
@@ -398,7 +398,7 @@ func mpUnpackFull(L *lua.LState, limit, offset int, withOffset bool) int {
 	for c.pos < len(s) && (limit == 0 || len(out) < limit) {
 		v, err := c.decode()
 		if err != nil {
-			L.Error(lua.LString(err.Error()), 0)
+			L.RaiseError("%s", err.Error())
 			return 0
 		}
 		out = append(out, v)

@@ -22,10 +22,13 @@ type Server struct {
 
 // Start starts a server on a free loopback port with JetStream storage in a
 // temporary folder; it is shut down when the test ends.
-func Start(t testing.TB, name string) *Server {
+func Start(t testing.TB, name string) *Server { return StartAuth(t, name, "", "") }
+
+// StartAuth is Start with a user and password required of clients.
+func StartAuth(t testing.TB, name, user, password string) *Server {
 	t.Helper()
 	s := &Server{dir: t.TempDir(), t: t}
-	s.opts = embednats.Options{Name: name, StoreDir: s.dir}
+	s.opts = embednats.Options{Name: name, StoreDir: s.dir, User: user, Password: password}
 	s.start()
 	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
 	return s
@@ -57,7 +60,7 @@ func (s *Server) Restart() {
 // reconnect forever; closed when the test ends.
 func (s *Server) Connect() (*nats.Conn, jetstream.JetStream) {
 	s.t.Helper()
-	nc, err := nats.Connect(s.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50e6))
+	nc, err := nats.Connect(s.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50e6), nats.UserInfo(s.opts.User, s.opts.Password))
 	if err != nil {
 		s.t.Fatal(err)
 	}
