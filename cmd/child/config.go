@@ -204,7 +204,6 @@ func resolveConfig(fs *pflag.FlagSet, getenv func(string) string) (config, error
 	return c, c.validate()
 }
 
-
 func (c *config) validate() error {
 	switch {
 	case c.Instance == "":
