@@ -102,6 +102,8 @@ type Engine struct {
 	stop   chan struct{}
 	stopWG sync.WaitGroup
 	hook   atomic.Pointer[func()]
+
+	infoExtra atomic.Pointer[func() []InfoField]
 }
 
 // OnWrite sets a function called after every call to Redis that wrote (the

@@ -204,6 +204,14 @@ func (d *Daemon) startChannels(cfg Config, log zerolog.Logger) error {
 	}
 	d.Node = node
 	d.Engine.OnWrite(node.Shipper().Notify)
+	d.Engine.InfoExtra(func() []child.InfoField {
+		var out []child.InfoField
+		for _, st := range node.Status() {
+			out = append(out, child.InfoField{Key: "channel_" + st.Origin, Value: fmt.Sprintf(
+				"state=%s,applied_seq=%d,lag_ops=%d,lag_seconds=%.3f,apply_rate=%.0f", st.State, st.AppliedSeq, st.LagOps, st.LagSeconds, st.ApplyRate)})
+		}
+		return out
+	})
 	for _, p := range cfg.Peers {
 		nc, err := p.NATS.connect("gr-"+cfg.Instance+"-"+cfg.Region+"-from-"+p.Region, log)
 		if err != nil {

@@ -197,3 +197,23 @@ func TestWrongCredentialsAreLoud(t *testing.T) {
 	}
 	_ = fmt.Sprint()
 }
+
+// TestInfoActiveActive: INFO shows the user keyspace and the active-active
+// state, channels included.
+func TestInfoActiveActive(t *testing.T) {
+	rs := startRegions(t, "sgp", "fra")
+	ctx := context.Background()
+	if err := rs[0].c.Set(ctx, "a", "1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitValue(t, rs[1].c, "a", "1")
+	info, err := rs[1].c.Info(ctx, "activeactive", "keyspace").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"# ActiveActive", "region:fra", "instance:test", "applied_sgp:1", "channel_sgp:state=running,applied_seq=1", "db0:keys=1,"} {
+		if !strings.Contains(info, want) {
+			t.Fatalf("INFO lacks %q:\n%s", want, info)
+		}
+	}
+}

@@ -590,47 +590,9 @@ func TestSameAsRedis(t *testing.T) {
 
 	er, ed := newEngine(t, real.Addr(), "sgp"), newEngine(t, dev.Addr(), "sgp")
 	rng := rand.New(rand.NewPCG(1, 2))
-	keys := []string{"a", "b", "c", "d", "e"}
-	fields := []string{"f", "g", "h"}
-	nums2 := []string{"1", "-3", "0.1", "2.5", "1e3", "-0.25", "7", "1e-5", "123456789", "0.3"}
 	abs := strconv.FormatInt(time.Now().Add(time.Hour).UnixMilli(), 10)
 	for i := range 600 {
-		k, f, n := keys[rng.IntN(len(keys))], fields[rng.IntN(len(fields))], nums2[rng.IntN(len(nums2))]
-		var cmd []string
-		switch rng.IntN(16) {
-		case 0:
-			cmd = set(k, n)
-		case 1:
-			cmd = []string{"incrby", k, strconv.Itoa(rng.IntN(20) - 5)}
-		case 2:
-			cmd = []string{"incrbyfloat", k, n}
-		case 3:
-			cmd = []string{"hset", k, f, n}
-		case 4:
-			cmd = []string{"hincrby", k, f, strconv.Itoa(rng.IntN(9))}
-		case 5:
-			cmd = []string{"hincrbyfloat", k, f, n}
-		case 6:
-			cmd = []string{"sadd", k, f, n}
-		case 7:
-			cmd = []string{"srem", k, f}
-		case 8:
-			cmd = []string{"zadd", k, []string{"", "n", "x", "g", "l", "c", "i"}[rng.IntN(7)], n, f}
-		case 9:
-			cmd = []string{"zincrby", k, n, f}
-		case 10:
-			cmd = []string{"del", k}
-		case 11:
-			cmd = []string{"hdel", k, f}
-		case 12:
-			cmd = []string{"append", k, n}
-		case 13:
-			cmd = []string{"expire", k, "abs", abs, ""}
-		case 14:
-			cmd = []string{"persist", k}
-		case 15:
-			cmd = []string{"set", k, n, "0", "0", "1", "1", "", "0"}
-		}
+		cmd := randomCmd(rng, abs)
 		rv, rerr := er.Write(ctx, cmd[0], cmd[1:]...)
 		dv, derr := ed.Write(ctx, cmd[0], cmd[1:]...)
 		if fmt.Sprint(rv) != fmt.Sprint(dv) || fmt.Sprint(rerr) != fmt.Sprint(derr) {
@@ -658,6 +620,132 @@ func TestSameAsRedis(t *testing.T) {
 	for name, e := range map[string]*child.Engine{"redis with devredis ops": xr, "devredis with redis ops": xd} {
 		if got := dump(t, e); !reflect.DeepEqual(got, wantState) {
 			t.Errorf("%s:\n got %+v\nwant %+v", name, got, wantState)
+		}
+	}
+}
+
+// randomCmd returns a random engine write on a few keys, of every command
+// and type, with values that exercise the number parsing and formatting.
+func randomCmd(rng *rand.Rand, abs string) []string {
+	keys := []string{"a", "b", "c", "d", "e"}
+	fields := []string{"f", "g", "h"}
+	nums := []string{"1", "-3", "0.1", "2.5", "1e3", "-0.25", "7", "1e-5", "123456789", "0.3",
+		"99999999999999999999", "0x10", " 5", "inf", "1.5e300", "-0"}
+	k, f, n := keys[rng.IntN(len(keys))], fields[rng.IntN(len(fields))], nums[rng.IntN(len(nums))]
+	switch rng.IntN(17) {
+	case 0:
+		return set(k, n)
+	case 1:
+		return []string{"incrby", k, strconv.Itoa(rng.IntN(20) - 5)}
+	case 2:
+		return []string{"incrbyfloat", k, []string{"0.1", "2.5", "-1", "1e3", "3"}[rng.IntN(5)]}
+	case 3:
+		return []string{"hset", k, f, n}
+	case 4:
+		return []string{"hincrby", k, f, strconv.Itoa(rng.IntN(9))}
+	case 5:
+		return []string{"hincrbyfloat", k, f, []string{"0.1", "2.5", "-1", "1e3"}[rng.IntN(4)]}
+	case 6:
+		return []string{"sadd", k, f, n}
+	case 7:
+		return []string{"srem", k, f}
+	case 8:
+		return []string{"zadd", k, []string{"", "n", "x", "g", "l", "c", "i"}[rng.IntN(7)],
+			[]string{"1", "-3", "0.1", "2.5", "1000", "inf", "-inf", "1e-05"}[rng.IntN(8)], f}
+	case 9:
+		return []string{"zincrby", k, []string{"1", "0.5", "-2", "0.1"}[rng.IntN(4)], f}
+	case 10:
+		return []string{"del", k}
+	case 11:
+		return []string{"hdel", k, f}
+	case 12:
+		return []string{"append", k, n}
+	case 13:
+		return []string{"expire", k, "abs", abs, ""}
+	case 14:
+		return []string{"persist", k}
+	case 15:
+		return []string{"zrem", k, f}
+	default:
+		return []string{"set", k, n, "0", "0", "1", "1", "", "0"}
+	}
+}
+
+// Two regions on real Redis and two on devredis take the same writes, and
+// each write's op is applied in the other region at once (so that every
+// write observes all before it and the result does not depend on clocks):
+// replies, apply results and states must be the same on both.
+func TestSameAsRedisTwoRegions(t *testing.T) {
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Skip("no redis-server on PATH to compare with")
+	}
+	ctx := context.Background()
+	regions := []string{"sgp", "fra"}
+	var real, dev []*child.Engine
+	for _, r := range regions {
+		real = append(real, newEngine(t, testredis.Start(t).Addr(), r))
+		dev = append(dev, newEngine(t, startDev(t).Addr(), r))
+	}
+	ship := func(from, to *child.Engine) child.ApplyResult {
+		ops := readLog(t, from)
+		if err := from.TrimLog(ctx, int64(len(ops))); err != nil {
+			t.Fatal(err)
+		}
+		res, err := to.Apply(ctx, from.Region(), ops)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	abs := strconv.FormatInt(time.Now().Add(time.Hour).UnixMilli(), 10)
+	for i := range 500 {
+		r := rng.IntN(2)
+		cmd := randomCmd(rng, abs)
+		rv, rerr := real[r].Write(ctx, cmd[0], cmd[1:]...)
+		dv, derr := dev[r].Write(ctx, cmd[0], cmd[1:]...)
+		if fmt.Sprint(rv) != fmt.Sprint(dv) || fmt.Sprint(rerr) != fmt.Sprint(derr) {
+			t.Fatalf("step %d %s %v: redis %#v %v, devredis %#v %v", i, regions[r], cmd, rv, rerr, dv, derr)
+		}
+		rres, dres := ship(real[r], real[1-r]), ship(dev[r], dev[1-r])
+		if !reflect.DeepEqual(rres, dres) {
+			t.Fatalf("step %d %s %v: applied on redis %+v, on devredis %+v", i, regions[r], cmd, rres, dres)
+		}
+	}
+	want := dump(t, real[0])
+	for name, e := range map[string]*child.Engine{"redis fra": real[1], "devredis sgp": dev[0], "devredis fra": dev[1]} {
+		if got := dump(t, e); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s:\n got %+v\nwant %+v", name, got, want)
+		}
+	}
+}
+
+// Concurrent writes in two regions on devredis, exchanged in batches,
+// converge.
+func TestConvergesOnDevRedis(t *testing.T) {
+	ctx := context.Background()
+	es := []*child.Engine{newEngine(t, startDev(t).Addr(), "sgp"), newEngine(t, startDev(t).Addr(), "fra")}
+	rng := rand.New(rand.NewPCG(5, 6))
+	abs := strconv.FormatInt(time.Now().Add(time.Hour).UnixMilli(), 10)
+	for round := range 20 {
+		for range 30 {
+			cmd := randomCmd(rng, abs)
+			_, _ = es[rng.IntN(2)].Write(ctx, cmd[0], cmd[1:]...) // errors (WRONGTYPE, ...) are replies
+		}
+		opsA, opsB := readLog(t, es[0]), readLog(t, es[1])
+		for _, x := range []struct {
+			from, to *child.Engine
+			ops      [][]byte
+		}{{es[0], es[1], opsA}, {es[1], es[0], opsB}} {
+			if _, err := x.to.Apply(ctx, x.from.Region(), x.ops); err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+			if err := x.from.TrimLog(ctx, int64(len(x.ops))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if a, b := dump(t, es[0]), dump(t, es[1]); !reflect.DeepEqual(a, b) {
+			t.Fatalf("round %d: regions differ:\nsgp %+v\nfra %+v", round, a, b)
 		}
 	}
 }

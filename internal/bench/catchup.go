@@ -1,0 +1,122 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/globalreplica/globalreplica/channel"
+)
+
+// CatchupConfig sets the catch-up benchmark.
+type CatchupConfig struct {
+	Ops      int // backlog written to region A while the channel A→B is paused, default 1,000,000
+	KeySpace int // SET on keys cu:0 ... cu:KeySpace-1, default 100,000
+	Conns    int // writer connections to A, default 8
+	Pipeline int // SETs per pipeline, default 500
+}
+
+func (c *CatchupConfig) defaults() {
+	if c.Ops == 0 {
+		c.Ops = 1_000_000
+	}
+	if c.KeySpace == 0 {
+		c.KeySpace = 100_000
+	}
+	if c.Conns == 0 {
+		c.Conns = 8
+	}
+	if c.Pipeline == 0 {
+		c.Pipeline = 500
+	}
+}
+
+// CatchupResult is the catch-up benchmark's outcome.
+type CatchupResult struct {
+	Config       CatchupConfig `json:"config"`
+	Backlog      uint64        `json:"backlog_ops"` // ops B had to apply
+	WriteSeconds float64       `json:"write_seconds"`
+	WriteRate    float64       `json:"write_ops_per_sec"` // pipelined SETs through A's child
+	ShipSeconds  float64       `json:"ship_seconds"`      // from the start of writing until A's op log was empty
+	ApplySeconds float64       `json:"apply_seconds"`
+	ApplyRate    float64       `json:"apply_ops_per_sec"`
+	Target       float64       `json:"target_ops_per_sec"`
+	Pass         bool          `json:"pass"`
+}
+
+// Catchup pauses the channel A→B of a two-region playground, writes a
+// backlog to A, waits until A shipped all of it to its stream, resumes the
+// channel and times until B's applied sequence for A reaches A's sequence.
+func Catchup(ctx context.Context, env Env, cfg CatchupConfig) (*CatchupResult, error) {
+	cfg.defaults()
+	pl, err := env.startPlay(ctx, 2)
+	if err != nil {
+		return nil, err
+	}
+	defer pl.Close()
+	a, b := pl.Regions[0], pl.Regions[1]
+	if err := replicate(ctx, a.Addr, b.Addr, 60*time.Second); err != nil {
+		return nil, err
+	}
+	recv, ok := b.Daemon.Node.Receiver(a.Name)
+	if !ok {
+		return nil, fmt.Errorf("bench: region %s has no channel from %s", b.Name, a.Name)
+	}
+	recv.Pause()
+	if err := waitFor(ctx, 30*time.Second, 5*time.Millisecond, "the channel to pause", func() (bool, error) {
+		return recv.Status().State == channel.StatePaused, nil
+	}); err != nil {
+		return nil, err
+	}
+	pos, err := b.Daemon.Engine.Position(ctx)
+	if err != nil {
+		return nil, err
+	}
+	applied0 := pos.Applied[a.Name]
+
+	env.say("catch-up: channel %s→%s paused; writing %d ops to %s (%s)", a.Name, b.Name, cfg.Ops, a.Name, a.Addr)
+	res := &CatchupResult{Config: cfg, Target: 100_000}
+	start := time.Now()
+	key := func(i int) string { return "cu:" + strconv.Itoa(i%cfg.KeySpace) }
+	if err := pipelinedSets(ctx, a.Addr, cfg.Ops, cfg.Conns, cfg.Pipeline, key, "v"); err != nil {
+		return nil, fmt.Errorf("bench: writing the backlog: %w", err)
+	}
+	res.WriteSeconds = time.Since(start).Seconds()
+	res.WriteRate = float64(cfg.Ops) / res.WriteSeconds
+	if err := waitFor(ctx, 10*time.Minute, 10*time.Millisecond, "region A to ship its op log", func() (bool, error) {
+		n, err := a.Daemon.Engine.LogLen(ctx)
+		return n == 0, err
+	}); err != nil {
+		return nil, err
+	}
+	res.ShipSeconds = time.Since(start).Seconds()
+	apos, err := a.Daemon.Engine.Position(ctx)
+	if err != nil {
+		return nil, err
+	}
+	target := apos.Seq
+	if pos, err = b.Daemon.Engine.Position(ctx); err != nil {
+		return nil, err
+	}
+	if pos.Applied[a.Name] != applied0 {
+		return nil, fmt.Errorf("bench: the paused channel applied ops (%d → %d)", applied0, pos.Applied[a.Name])
+	}
+	res.Backlog = target - applied0
+
+	env.say("catch-up: %d ops in %s's stream; resuming %s→%s", res.Backlog, a.Name, a.Name, b.Name)
+	t0 := time.Now()
+	recv.Resume()
+	var applied uint64
+	if err := waitFor(ctx, 10*time.Minute, 2*time.Millisecond, "region B to catch up", func() (bool, error) {
+		p, err := b.Daemon.Engine.Position(ctx)
+		applied = p.Applied[a.Name]
+		return applied >= target, err
+	}); err != nil {
+		return nil, fmt.Errorf("%w (applied %d of %d)", err, applied-applied0, res.Backlog)
+	}
+	res.ApplySeconds = time.Since(t0).Seconds()
+	res.ApplyRate = float64(res.Backlog) / res.ApplySeconds
+	res.Pass = res.ApplyRate >= res.Target
+	return res, nil
+}
