@@ -29,10 +29,12 @@ var (
 	luaWrite string
 	//go:embed lua/apply.lua
 	luaApply string
+	//go:embed lua/restore.lua
+	luaRestore string
 	//go:embed lua/register.lua
 	luaRegister string
 
-	library = "#!lua name=globalreplica\n" + luaLib + luaWrite + luaApply + luaRegister
+	library = "#!lua name=globalreplica\n" + luaLib + luaWrite + luaApply + luaRestore + luaRegister
 )
 
 // Layout of the Redis database 1, where the engine keeps everything that is
@@ -334,6 +336,28 @@ func (e *Engine) Position(ctx context.Context) (Position, error) {
 func (e *Engine) Lease(ctx context.Context, name, owner string, ttl time.Duration) (bool, error) {
 	v, err := e.fcall(ctx, "gr_lease", []any{name, owner, ttl.Milliseconds()})
 	return v == int64(1), err
+}
+
+// Restore raises the region's sequence number to at least last (and its
+// HLC to lastTS) and merges ops of the region's own stream that this Redis
+// does not have: the repair after a failover to a replica that lagged or a
+// restore from an old snapshot (brief, invariant 1). The ops are not logged
+// again. It returns the sequence number afterwards.
+func (e *Engine) Restore(ctx context.Context, last uint64, lastTS crdt.Timestamp, ops [][]byte) (uint64, error) {
+	argv := make([]any, 0, len(ops)+4)
+	argv = append(argv, e.cfg.Region, last, lastTS.Ms, lastTS.Lc)
+	for _, op := range ops {
+		argv = append(argv, op)
+	}
+	v, err := e.fcall(ctx, "gr_restore", argv)
+	if err != nil {
+		return 0, fmt.Errorf("child: restore of %s: %w", e.cfg.Region, err)
+	}
+	arr, ok := v.([]any)
+	if !ok || len(arr) != 2 {
+		return 0, fmt.Errorf("child: unexpected restore reply %v", v)
+	}
+	return uint64(toInt(arr[1])), nil
 }
 
 // LogLen returns the number of local ops waiting in the op log.

@@ -13,3 +13,4 @@ end
 redis.register_function('gr_write', gr_write)
 redis.register_function('gr_apply', gr_apply)
 redis.register_function('gr_lease', gr_lease)
+redis.register_function('gr_restore', gr_restore)
