@@ -57,6 +57,9 @@ func newCluster(t *testing.T, names ...string) *cluster {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = e.Close() })
+		if err := e.MarkReady(context.Background()); err != nil {
+			t.Fatal(err)
+		}
 		ns := testnats.Start(t, n)
 		_, js := ns.Connect()
 		c.regions = append(c.regions, &region{

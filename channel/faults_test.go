@@ -127,14 +127,26 @@ func TestCrashesLoseNothing(t *testing.T) {
 	}
 	c.startAll()
 	ct := &counterTotal{m: map[string]int64{}}
-	for _, r := range c.regions {
-		writeCounters(t, c, r, 3000, 4, ct)
+	pending := func() bool {
+		for _, ce := range crashy {
+			if ce.applyThenFail.Load() >= 0 || ce.trimFail.Load() >= 0 {
+				return true
+			}
+		}
+		return false
+	}
+	// keep traffic flowing until every injected crash happened (bounded)
+	for round := 0; round < 30 && (round < 3 || pending()); round++ {
+		for _, r := range c.regions {
+			writeCounters(t, c, r, 500, 4, ct)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 	c.waitConverged(60 * time.Second)
 	checkCounters(t, c, ct)
 	for name, ce := range crashy {
 		if ce.applyThenFail.Load() >= 0 || ce.trimFail.Load() >= 0 {
-			t.Fatalf("%s: the injected crashes did not all happen", name)
+			t.Fatalf("%s: the injected crashes did not all happen (apply left %d, trim left %d)", name, ce.applyThenFail.Load(), ce.trimFail.Load())
 		}
 	}
 	for _, r := range c.regions {

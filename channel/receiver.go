@@ -203,7 +203,13 @@ func (r *Receiver) Run(ctx context.Context) error {
 		err := r.session(ctx)
 		switch {
 		case ctx.Err() != nil:
-		case errors.Is(err, resume.ErrGap) || errors.Is(err, child.ErrGap):
+		case errors.Is(err, child.ErrGap):
+			// The destination's applied vector is not where this session
+			// thought (its Redis lost state, or another child applied):
+			// start over from the applied vector, which decides.
+			r.log.Warn().Err(err).Msg("applied vector moved; restarting the channel from it")
+			continue
+		case errors.Is(err, resume.ErrGap):
 			err = fmt.Errorf("%w: %w", ErrNeedsRebuild, err)
 			r.setState(StateNeedsRebuild, err)
 			r.log.Error().Err(err).Msg("channel stopped: the origin no longer holds the ops this region needs")

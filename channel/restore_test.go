@@ -30,6 +30,9 @@ func TestRestoreAfterLaggingFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = eng.Close() }()
+	if err := eng.MarkReady(ctx); err != nil {
+		t.Fatal(err)
+	}
 	runNode := func(e Engine) (stop func()) {
 		node, err := NewNode(NodeConfig{Stream: StreamConfig{Instance: instance, Region: "sgp"}, Owner: "o"}, e, js, NewMetrics(prometheus.NewRegistry()), testLogger(t))
 		if err != nil {
@@ -83,6 +86,9 @@ func TestRestoreAfterLaggingFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = promoted.Close() }()
+	if _, err := promoted.Write(ctx, "incrby", "hits", "1"); err == nil || err.Error() != child.ErrNotReady.Error() {
+		t.Fatalf("a promoted replica must refuse writes until restored, got %v", err)
+	}
 	before, _ := promoted.Position(ctx)
 	if before.Seq >= 180 {
 		t.Fatalf("the replica did not lag (seq %d)", before.Seq)
@@ -94,6 +100,9 @@ func TestRestoreAfterLaggingFailover(t *testing.T) {
 	after, _ := promoted.Position(ctx)
 	if after.Seq != 180 || uint64(n) != 180-before.Seq {
 		t.Fatalf("restore merged %d ops, seq %d -> %d; want seq 180", n, before.Seq, after.Seq)
+	}
+	if err := promoted.MarkReady(ctx); err != nil {
+		t.Fatal(err)
 	}
 	got, err := promoted.Dump(ctx)
 	if err != nil {

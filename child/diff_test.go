@@ -246,6 +246,9 @@ func newTestEngine(t *testing.T, region string) *Engine {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = e.Close() })
+	if err := e.MarkReady(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	return e
 }
 
@@ -267,6 +270,9 @@ func TestDifferentialLocalWrites(t *testing.T) {
 	e := newTestEngine(t, "sgp")
 	for round := 0; round < 100; round++ {
 		if err := e.rdb.FlushAll(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.MarkReady(ctx); err != nil { // a wiped Redis refuses writes until marked
 			t.Fatal(err)
 		}
 		model := crdt.NewStore("sgp")
@@ -312,6 +318,9 @@ func TestDifferentialRemoteApply(t *testing.T) {
 	applied, conflicts, liveKeys := 0, 0, 0
 	for round := 0; round < 50; round++ {
 		if err := e.rdb.FlushAll(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.MarkReady(ctx); err != nil { // a wiped Redis refuses writes until marked
 			t.Fatal(err)
 		}
 		r := rand.New(rand.NewPCG(uint64(round), 11))

@@ -96,6 +96,9 @@ func TestEndpointDifferential(t *testing.T) {
 		if err := e.rdb.FlushAll(ctx).Err(); err != nil {
 			t.Fatal(err)
 		}
+		if err := e.MarkReady(ctx); err != nil { // a wiped Redis refuses writes until marked
+			t.Fatal(err)
+		}
 		model := crdt.NewStore("sgp")
 		r := rand.New(rand.NewPCG(uint64(round), 3))
 		for i := 0; i < 60; i++ {

@@ -34,7 +34,7 @@ var (
 	//go:embed lua/register.lua
 	luaRegister string
 
-	library = "#!lua name=globalreplica\n" + luaLib + luaWrite + luaApply + luaRestore + luaRegister
+	library = "#!lua name=globalreplica\n" + luaLib + luaWrite + luaApply + luaRestore + luaGC + luaRegister
 )
 
 // Layout of the Redis database 1, where the engine keeps everything that is
@@ -128,6 +128,10 @@ func NewEngine(ctx context.Context, cfg EngineConfig, rdb *redis.Client, log zer
 	// strings); database 0 for the user keyspace, 1 for the rest.
 	dopt := *rdb.Options()
 	dopt.DB, dopt.Protocol = 0, 2
+	// No automatic retries: a write (INCRBY, an LTRIM of the op log) sent
+	// twice after a timeout would be applied twice. Callers retry what is
+	// safe to retry.
+	dopt.MaxRetries = -1
 	mopt := dopt
 	mopt.DB = metaDB
 	e := &Engine{
@@ -336,6 +340,31 @@ func (e *Engine) Position(ctx context.Context) (Position, error) {
 func (e *Engine) Lease(ctx context.Context, name, owner string, ttl time.Duration) (bool, error) {
 	v, err := e.fcall(ctx, "gr_lease", []any{name, owner, ttl.Milliseconds()})
 	return v == int64(1), err
+}
+
+// ErrNotReady is the error local writes get while the region's Redis is
+// not marked ready (see MarkReady).
+var ErrNotReady = errors.New("TRYAGAIN this region is recovering its state (its Redis is new, was wiped or restored); retry shortly")
+
+// Ready reports whether the region's Redis is marked ready for local
+// writes. A Redis that lost its state (wiped, restarted without
+// persistence, restored from a snapshot) is not.
+func (e *Engine) Ready(ctx context.Context) (bool, error) {
+	v, err := e.fcall(ctx, "gr_ready", []any{"check"})
+	return v == int64(1), err
+}
+
+// MarkReady allows local writes on this Redis process: call it once the
+// region's sequence number is known to be past every op the region ever
+// issued (after channel.RestoreFromStream, or at once for a region that
+// replicates nowhere). The mark names the Redis process (its run id), so a
+// restart, a restore from a snapshot or a promoted replica needs it again.
+func (e *Engine) MarkReady(ctx context.Context) error {
+	if err := e.meta.HSet(ctx, keyMeta, "grace", e.cfg.Grace.Milliseconds()).Err(); err != nil {
+		return err
+	}
+	_, err := e.fcall(ctx, "gr_ready", []any{"mark"})
+	return err
 }
 
 // Restore raises the region's sequence number to at least last (and its

@@ -16,6 +16,9 @@ func BenchmarkEngineSet(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	if err := e.MarkReady(ctx); err != nil {
+		b.Fatal(err)
+	}
 	cmds := make([][]string, 100)
 	b.ResetTimer()
 	for i := 0; i < b.N; i += 100 {

@@ -31,6 +31,7 @@ local E_NAN = 'ERR increment would produce NaN or Infinity'
 local E_HNOTINT = 'ERR hash value is not an integer'
 local E_HNOTFLOAT = 'ERR hash value is not a float'
 local E_SCORENAN = 'ERR resulting score is not a number (NaN)'
+local E_NOTREADY = 'TRYAGAIN this region is recovering its state (its Redis is new, was wiped or restored); retry shortly'
 
 local curdb = 0
 
@@ -38,6 +39,16 @@ local curdb = 0
 local function begin_call()
   rcall, mp_pack, mp_unpack, unpack_list = redis.call, cmsgpack.pack, cmsgpack.unpack, unpack
   curdb = 0
+end
+
+-- run_id is this Redis process's run id (INFO server), read once per
+-- process: a library's locals live as long as the library.
+local my_run_id
+local function run_id()
+  if not my_run_id then
+    my_run_id = redis.call('INFO', 'server'):match('run_id:(%x+)')
+  end
+  return my_run_id
 end
 
 local function db(n)
@@ -587,24 +598,118 @@ local function save(K, xdirty)
   return vt
 end
 
--- apply one decoded op (wire array) to its key; returns conflict kinds
+-- conflict log ----------------------------------------------------------------
+
+local SHORT = 40 -- bytes of a value kept in a conflict record
+
+local function short(v)
+  if v == nil then return '' end
+  if type(v) == 'number' then return fmt_float(v) end
+  if #v > SHORT then return v:sub(1, SHORT) end
+  return v
+end
+
+-- conflict_rec describes a conflict that merging an op met, for the conflict
+-- log (child.Engine.Conflicts words the explanation): the facts of what won
+-- and what it won over, read from the merged element.
+local function conflict_rec(kind, K, t, fname, el, op)
+  local r = {at = K.now, key = K.name, type = t, field = fname, kind = kind, origin = op[2], seq = op[3]}
+  if kind == 'lww' then
+    local w = winner(el)
+    r.win = {w[1], w[3], w[4], short(w[5])}
+    local lose = {}
+    for _, en in ipairs(el.e) do
+      if en ~= w then lose[#lose + 1] = {en[1], en[3], en[4], short(en[5])} end
+    end
+    r.lose = lose
+  elseif kind == 'set-incr' or kind == 'remove' then
+    -- set-incr: the regions whose increments the write had not observed;
+    -- remove: the regions whose writes the remove had not observed
+    local regs, seen = {}, {}
+    if kind == 'remove' then
+      for _, en in ipairs(el.e) do regs[#regs + 1] = en[1]; seen[en[1]] = true end
+    end
+    for _, rg in ipairs(sorted_keys(el.c)) do
+      if not seen[rg] and (kind == 'remove' or rg ~= op[2]) then regs[#regs + 1] = rg end
+    end
+    table.sort(regs)
+    r.regions = regs
+  end
+  return r
+end
+
+-- crdt.Key.liveTypes: the number of types with a live element (expiry aside)
+local function live_types(K)
+  local n = 0
+  for t = T_STR, T_ZSET do
+    if type_live(K, t) then n = n + 1 end
+  end
+  return n
+end
+
+-- type_check reports whether an op can make a second type live on the key
+-- (crdt.Key.Apply's type conflict), so that only then the types are
+-- counted: an op that writes no type but the visible one cannot, nor can
+-- an op of one type on a key with no live type.
+local function type_check(K, op)
+  local ts, n = {}, 0
+  if K.vt0 ~= 0 then ts[K.vt0] = true; n = 1 end
+  for _, eo in ipairs(op[7]) do
+    if eo[4] ~= 0 and not ts[eo[1]] then ts[eo[1]] = true; n = n + 1 end
+  end
+  if K.vt0 == 0 and K.d0 ~= 0 then return n > 0 end -- expired: hidden types
+  return n > 1
+end
+
+-- apply one decoded op (wire array) to its key; returns the conflict kinds
+-- and a record of each for the conflict log
 local function apply_op(op, now)
   local region, seq, ms, lc = op[2], op[3], op[4], op[5]
   local K = load_key(op[6], now)
-  local conflicts = {}
+  local conflicts, recs = {}, {}
+  local before = type_check(K, op) and live_types(K)
   for _, eo in ipairs(op[7]) do
     local t, fname = eo[1], eo[2]
     local el = get_elem(K, t, fname)
     local c = merge(el, region, seq, ms, lc, eo)
-    if c then conflicts[#conflicts + 1] = c end
+    if c then
+      conflicts[#conflicts + 1] = c
+      recs[#recs + 1] = conflict_rec(c, K, t, fname, el, op)
+    end
     K.dirty[t][fname] = true
   end
   local xdirty = false
   if op[8][1] then
     local c = exp_merge(K.x, region, seq, op[8])
-    if c then conflicts[#conflicts + 1] = c end
+    if c then
+      conflicts[#conflicts + 1] = c
+      local r = conflict_rec(c, K, 0, '', nil, op)
+      local d, w, regs = 0, nil, {}
+      for _, en in ipairs(K.x.e) do
+        regs[#regs + 1] = en[1]
+        if en[3] == PERSIST then r.persist = true; w = en[1] end
+        if not r.persist and en[3] > d then d = en[3]; w = en[1] end
+      end
+      r.deadline, r.win, r.regions = deadline(K.x), {w}, regs
+      recs[#recs + 1] = r
+    end
     xdirty = true
   end
-  save(K, xdirty)
-  return conflicts
+  if before then
+    local after = live_types(K)
+    if after > 1 and after > before then
+      conflicts[#conflicts + 1] = 'type'
+      local r = conflict_rec('type', K, 0, '', nil, op)
+      r.types = {}
+      for t = T_STR, T_ZSET do
+        if type_live(K, t) then r.types[#r.types + 1] = t end
+      end
+      recs[#recs + 1] = r
+    end
+  end
+  local vt = save(K, xdirty)
+  for _, r in ipairs(recs) do
+    if r.type == 0 then r.type = vt end
+  end
+  return conflicts, recs
 end

@@ -460,7 +460,14 @@ local function gr_write(_, argv)
   local t0 = rcall('TIME')
   wall = tonumber(t0[1]) * 1000 + math.floor(tonumber(t0[2]) / 1000)
   db(1)
-  local m = rcall('HMGET', 'meta', 'seq', 'ms', 'lc')
+  local m = rcall('HMGET', 'meta', 'seq', 'ms', 'lc', 'ready')
+  if m[4] ~= run_id() then
+    -- This Redis process has not been checked against the region's stream
+    -- (it is new, wiped, restarted from a snapshot or a promoted replica):
+    -- issuing sequence numbers now could reuse OpIDs. The child marks it
+    -- ready with the process's run id after checking (Engine.MarkReady).
+    return redis.error_reply(E_NOTREADY)
+  end
   seq, cms, clc = tonumber(m[1] or '0'), tonumber(m[2] or '0'), tonumber(m[3] or '0')
   logged, oplog = 0, {}
   local res

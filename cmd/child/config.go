@@ -34,6 +34,7 @@ type config struct {
 	LogLevel      zerolog.Level
 	NATS          daemon.NATS   // this region's NATS, where its stream lives
 	Peers         []daemon.Peer // the other regions and their NATS
+	Manager       string        // NATS URL of the channel manager's config store; excludes Peers
 	HTTP          string
 	Retention     time.Duration
 	StreamBytes   int64
@@ -98,6 +99,8 @@ var settings = []setting{
 			c.Peers = peers
 			return err
 		}},
+	{name: "manager-nats", env: "GR_MANAGER_NATS", usage: "NATS URL of the channel manager's config store (with the NATS credentials above): the channels come from its desired state and the child publishes heartbeats there; excludes --peers",
+		set: func(c *config, v string) error { c.Manager = v; return nil }},
 	{name: "http", env: "GR_HTTP", def: "127.0.0.1:9121", usage: "address of the HTTP endpoint: /metrics (Prometheus), /healthz, /channels and channel controls; empty: none",
 		set: func(c *config, v string) error { c.HTTP = v; return nil }},
 	{name: "retention", env: "GR_RETENTION", def: "168h", usage: "how long this region's stream keeps ops: how long another region may be away and still resume without a rebuild",
@@ -222,6 +225,10 @@ func (c *config) validate() error {
 		return fmt.Errorf("%w: --max-value-bytes must be positive", errUsage)
 	case len(c.Peers) > 0 && c.NATS.URL == "":
 		return fmt.Errorf("%w: --peers needs --nats, this region's own NATS (its stream lives there)", errUsage)
+	case c.Manager != "" && len(c.Peers) > 0:
+		return fmt.Errorf("%w: --peers and --manager-nats exclude each other: with a channel manager, the channels come from its desired state", errUsage)
+	case c.Manager != "" && c.NATS.URL == "":
+		return fmt.Errorf("%w: --manager-nats needs --nats, this region's own NATS (its stream lives there)", errUsage)
 	}
 	for i, p := range c.Peers {
 		if p.Region == c.Region {

@@ -157,6 +157,7 @@ func serve(ctx context.Context, cfg config, stderr io.Writer) error {
 		Retention:     cfg.Retention,
 		StreamBytes:   cfg.StreamBytes,
 		Log:           log,
+		Manager:       managerConfig(cfg),
 	})
 	if err != nil {
 		return err
@@ -166,13 +167,24 @@ func serve(ctx context.Context, cfg config, stderr io.Writer) error {
 		peers[i] = p.Region
 	}
 	log.Info().Str("listen", d.RESPAddr()).Str("redis", cfg.Redis).Str("http", d.HTTPAddr()).Str("nats", cfg.NATS.URL).
-		Strs("peers", peers).Bool("auth", cfg.Password != "").Int("max_value_bytes", cfg.MaxValueBytes).
+		Strs("peers", peers).Str("manager", cfg.Manager).Bool("auth", cfg.Password != "").Int("max_value_bytes", cfg.MaxValueBytes).
 		Str("version", child.Version).Msg("child started")
 	if err := d.Run(ctx); err != nil {
 		return fmt.Errorf("serving: %w", err)
 	}
 	log.Info().Msg("child stopped")
 	return nil
+}
+
+// managerConfig connects the daemon to the channel manager's config
+// store, if one is set, with the region's NATS credentials.
+func managerConfig(cfg config) daemon.ManagerConfig {
+	if cfg.Manager == "" {
+		return daemon.ManagerConfig{}
+	}
+	n := cfg.NATS
+	n.URL = cfg.Manager
+	return daemon.ManagerConfig{NATS: n}
 }
 
 // redisLogger routes go-redis's internal messages (dial failures, pool

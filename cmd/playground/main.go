@@ -59,6 +59,7 @@ others. Stop with Ctrl-C. State lives in a temporary folder unless --data is set
 	cmd.Flags().StringVar(&cfg.DataDir, "data", "", "folder for Redis and NATS data (default: a temporary folder, removed at exit)")
 	cmd.Flags().StringVar(&cfg.Instance, "instance", "demo", "global instance name")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "log at info level")
+	cmd.Flags().BoolVar(&cfg.EmbeddedRedis, "embedded-redis", false, "use the embedded development-only Redis even if redis-server is installed (it is used anyway when redis-server is missing)")
 	if err := cmd.ExecuteContext(context.Background()); err != nil {
 		os.Exit(1)
 	}

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"os"
 	"strconv"
 	"time"
 
@@ -41,8 +42,15 @@ type CatchupResult struct {
 	ShipSeconds  float64       `json:"ship_seconds"`      // from the start of writing until A's op log was empty
 	ApplySeconds float64       `json:"apply_seconds"`
 	ApplyRate    float64       `json:"apply_ops_per_sec"`
-	Target       float64       `json:"target_ops_per_sec"`
-	Pass         bool          `json:"pass"`
+	// Diagnostics: FCALLs in B's Redis during the catch-up (gr_apply
+	// batches), Redis's time in them per op, and CPU seconds of B's
+	// redis-server and of this process (children, NATS servers).
+	ApplyCalls     int64   `json:"apply_fcalls"`
+	RedisUsecPerOp float64 `json:"redis_usec_per_op"`
+	RedisCPU       float64 `json:"redis_cpu_seconds"`
+	ProcessCPU     float64 `json:"process_cpu_seconds"`
+	Target         float64 `json:"target_ops_per_sec"`
+	Pass           bool    `json:"pass"`
 }
 
 // Catchup pauses the channel A→B of a two-region playground, writes a
@@ -69,6 +77,9 @@ func Catchup(ctx context.Context, env Env, cfg CatchupConfig) (*CatchupResult, e
 	}); err != nil {
 		return nil, err
 	}
+	// A fetch in flight when Pause was called may still apply what arrives
+	// during its wait (channel.DefaultFetchWait): let it end first.
+	time.Sleep(5 * channel.DefaultFetchWait)
 	pos, err := b.Daemon.Engine.Position(ctx)
 	if err != nil {
 		return nil, err
@@ -105,6 +116,9 @@ func Catchup(ctx context.Context, env Env, cfg CatchupConfig) (*CatchupResult, e
 	res.Backlog = target - applied0
 
 	env.say("catch-up: %d ops in %s's stream; resuming %s→%s", res.Backlog, a.Name, a.Name, b.Name)
+	brdb := b.Daemon.Engine.Redis()
+	calls0, usec0 := fcallStats(ctx, brdb)
+	meter := newCPUMeter(redisPID(ctx, brdb), os.Getpid())
 	t0 := time.Now()
 	recv.Resume()
 	var applied uint64
@@ -117,6 +131,13 @@ func Catchup(ctx context.Context, env Env, cfg CatchupConfig) (*CatchupResult, e
 	}
 	res.ApplySeconds = time.Since(t0).Seconds()
 	res.ApplyRate = float64(res.Backlog) / res.ApplySeconds
+	cpu := meter.used()
+	res.RedisCPU, res.ProcessCPU = cpu[0], cpu[1]
+	calls1, usec1 := fcallStats(ctx, brdb)
+	res.ApplyCalls = calls1 - calls0
+	if res.Backlog > 0 {
+		res.RedisUsecPerOp = float64(usec1-usec0) / float64(res.Backlog)
+	}
 	res.Pass = res.ApplyRate >= res.Target
 	return res, nil
 }

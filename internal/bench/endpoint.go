@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/csv"
 	"fmt"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -62,10 +63,25 @@ type EndpointRow struct {
 	Pass     bool    `json:"pass"`
 }
 
+// EndpointRun is where the CPU went during one redis-benchmark run (all
+// its tests), in CPU seconds: the redis-server under test, this process
+// (for the child: the child, its shipper and the embedded NATS server) and
+// redis-benchmark itself.
+type EndpointRun struct {
+	Server      string  `json:"server"` // raw or child
+	Pipeline    int     `json:"pipeline"`
+	Requests    int     `json:"requests"`
+	WallSeconds float64 `json:"wall_seconds"`
+	RedisCPU    float64 `json:"redis_cpu_seconds"`
+	ChildCPU    float64 `json:"child_cpu_seconds"`
+	ClientCPU   float64 `json:"redis_benchmark_cpu_seconds"`
+}
+
 // EndpointResult is the endpoint benchmark's outcome.
 type EndpointResult struct {
 	Config EndpointConfig `json:"config"`
 	Rows   []EndpointRow  `json:"rows"`
+	Runs   []EndpointRun  `json:"runs"`
 }
 
 // endpointTargets are issue 3's targets: command -> (raw baseline, ratio).
@@ -97,17 +113,36 @@ func Endpoint(ctx context.Context, env Env, cfg EndpointConfig) (*EndpointResult
 	}
 	defer pl.Close()
 	child := pl.Regions[0].Addr
+	rc := raw.Client()
+	defer func() { _ = rc.Close() }()
+	rawPID := redisPID(ctx, rc)
+	childPID := redisPID(ctx, pl.Regions[0].Daemon.Engine.Redis())
+	tests := len(strings.Split(cfg.Tests, ","))
 	res := &EndpointResult{Config: cfg}
+	run := func(server, addr string, redisPID, p int) ([]BenchRow, error) {
+		m := newCPUMeter(redisPID, os.Getpid())
+		start := time.Now()
+		rows, clientCPU, err := redisBenchmark(ctx, addr, cfg, p)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", server, err)
+		}
+		used := m.used()
+		res.Runs = append(res.Runs, EndpointRun{
+			Server: server, Pipeline: p, Requests: cfg.Requests * tests, WallSeconds: time.Since(start).Seconds(),
+			RedisCPU: used[0], ChildCPU: used[1], ClientCPU: clientCPU,
+		})
+		return rows, nil
+	}
 	for _, p := range cfg.Pipelines {
 		env.say("endpoint: redis-benchmark -c %d -n %d -r %d -t %s -P %d against raw Redis %s", cfg.Clients, cfg.Requests, cfg.KeySpace, cfg.Tests, p, raw.Addr())
-		rawRows, err := redisBenchmark(ctx, raw.Addr(), cfg, p)
+		rawRows, err := run("raw", raw.Addr(), rawPID, p)
 		if err != nil {
-			return nil, fmt.Errorf("raw redis: %w", err)
+			return nil, err
 		}
 		env.say("endpoint: the same against the child %s", child)
-		childRows, err := redisBenchmark(ctx, child, cfg, p)
+		childRows, err := run("child", child, childPID, p)
 		if err != nil {
-			return nil, fmt.Errorf("child: %w", err)
+			return nil, err
 		}
 		res.Rows = append(res.Rows, compareRows(rawRows, childRows, p)...)
 	}
@@ -144,8 +179,9 @@ func ratio(a, b float64) float64 {
 	return a / b
 }
 
-// redisBenchmark runs redis-benchmark --csv against addr and parses its rows.
-func redisBenchmark(ctx context.Context, addr string, cfg EndpointConfig, pipeline int) ([]BenchRow, error) {
+// redisBenchmark runs redis-benchmark --csv against addr and parses its
+// rows; it also returns the CPU seconds redis-benchmark used.
+func redisBenchmark(ctx context.Context, addr string, cfg EndpointConfig, pipeline int) ([]BenchRow, float64, error) {
 	host, port, _ := strings.Cut(addr, ":")
 	args := []string{"-h", host, "-p", port, "-c", strconv.Itoa(cfg.Clients), "-n", strconv.Itoa(cfg.Requests),
 		"-r", strconv.Itoa(cfg.KeySpace), "-t", cfg.Tests, "--csv"}
@@ -161,16 +197,17 @@ func redisBenchmark(ctx context.Context, addr string, cfg EndpointConfig, pipeli
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("redis-benchmark %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+		return nil, 0, fmt.Errorf("redis-benchmark %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
+	cpu := (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
 	rows, err := ParseBenchmarkCSV(stdout.Bytes())
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if len(rows) == 0 {
-		return nil, fmt.Errorf("redis-benchmark printed no results: %s %s", stdout.String(), stderr.String())
+		return nil, 0, fmt.Errorf("redis-benchmark printed no results: %s %s", stdout.String(), stderr.String())
 	}
-	return rows, nil
+	return rows, cpu, nil
 }
 
 // ParseBenchmarkCSV parses redis-benchmark --csv output: a header line

@@ -41,6 +41,7 @@ type play struct {
 	*playground.Playground
 	cancel context.CancelFunc
 	done   chan error
+	env    Env
 }
 
 // startPlay starts a playground of n regions on a free range of loopback
@@ -59,8 +60,14 @@ func (e Env) startPlay(ctx context.Context, n int) (*play, error) {
 			lastErr = err
 			continue
 		}
-		pl := &play{Playground: p, cancel: cancel, done: make(chan error, 1)}
+		pl := &play{Playground: p, cancel: cancel, done: make(chan error, 1), env: e}
 		go func() { pl.done <- p.Run(rctx) }()
+		for _, r := range p.Regions {
+			if err := writable(ctx, r.Addr, 60*time.Second); err != nil {
+				pl.Close()
+				return nil, fmt.Errorf("bench: region %s: %w", r.Name, err)
+			}
+		}
 		return pl, nil
 	}
 	return nil, fmt.Errorf("bench: starting a playground of %d regions: %w", n, lastErr)
@@ -70,7 +77,10 @@ func (e Env) startPlay(ctx context.Context, n int) (*play, error) {
 func (p *play) Close() {
 	p.cancel()
 	select {
-	case <-p.done:
+	case err := <-p.done:
+		if err != nil {
+			p.env.say("playground stopped with: %v", err)
+		}
 	case <-time.After(60 * time.Second):
 		// Run did not return: stop the infrastructure anyway.
 		p.Playground.Close()
@@ -174,6 +184,28 @@ func infoInt(ctx context.Context, c *redis.Client, section, field string) (int64
 		return 0, err
 	}
 	return strconv.ParseInt(v, 10, 64)
+}
+
+// writable waits until the child at addr accepts writes: a region that is
+// still recovering its state answers TRYAGAIN (LOADING while Redis loads).
+func writable(ctx context.Context, addr string, timeout time.Duration) error {
+	c := client(addr, 0, 1)
+	defer func() { _ = c.Close() }()
+	var last error
+	err := waitFor(ctx, timeout, 10*time.Millisecond, "the region to accept writes", func() (bool, error) {
+		last = c.Set(ctx, "bench:probe", "1", 0).Err()
+		if last == nil {
+			return true, nil
+		}
+		if msg := last.Error(); strings.HasPrefix(msg, "TRYAGAIN") || strings.HasPrefix(msg, "LOADING") {
+			return false, nil
+		}
+		return false, last
+	})
+	if err != nil && last != nil {
+		return fmt.Errorf("%w (last reply: %w)", err, last)
+	}
+	return err
 }
 
 // replicate writes a key in region from and waits until region to shows it:

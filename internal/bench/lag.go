@@ -18,9 +18,9 @@ import (
 type LagConfig struct {
 	Rate        float64       // writes/s to region A, default 5000
 	Duration    time.Duration // how long the writer writes, default 30s
-	Workers     int           // concurrent writer connections, default 32
+	Workers     int           // concurrent writer connections, default 64
 	SampleEvery int           // every n-th write is timed, default 10
-	Poll        time.Duration // pause between the reader's polls of region B, default 200µs
+	Poll        time.Duration // pause between the reader's polls of region B, default 1ms
 	Timeout     time.Duration // a sample not visible in B after this counts as lost, default 10s
 }
 
@@ -32,13 +32,13 @@ func (c *LagConfig) defaults() {
 		c.Duration = 30 * time.Second
 	}
 	if c.Workers == 0 {
-		c.Workers = 32
+		c.Workers = 64
 	}
 	if c.SampleEvery == 0 {
 		c.SampleEvery = 10
 	}
 	if c.Poll == 0 {
-		c.Poll = 200 * time.Microsecond
+		c.Poll = time.Millisecond
 	}
 	if c.Timeout == 0 {
 		c.Timeout = 10 * time.Second

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -108,6 +109,16 @@ func measureMemory(ctx context.Context, cfg MemoryConfig, redisAddr, loadAddr st
 	var s MemorySide
 	c0, c1 := client(redisAddr, 0, 4), client(redisAddr, 1, 4)
 	defer func() { _ = c0.Close(); _ = c1.Close() }()
+	// The playground's readiness probe left bench:probe in the child; raw
+	// Redis gets it too, so both hold the same keys (Keys + 1).
+	if err := pipelinedSets(ctx, loadAddr, 1, 1, 1, func(int) string { return "bench:probe" }, "1"); err != nil {
+		return s, err
+	}
+	if drained != nil {
+		if err := drained(); err != nil {
+			return s, err
+		}
+	}
 	if err := quiet(ctx, c0); err != nil {
 		return s, err
 	}
@@ -217,7 +228,7 @@ func memoryUsageSum(ctx context.Context, c *redis.Client) (int64, error) {
 			cmds[i] = pipe.MemoryUsage(ctx, k, 0)
 		}
 		if len(keys) > 0 {
-			if _, err := pipe.Exec(ctx); err != nil && err != redis.Nil {
+			if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 				return 0, err
 			}
 		}

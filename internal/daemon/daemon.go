@@ -86,6 +86,7 @@ type Config struct {
 	StreamBytes   int64
 	Owner         string // lease owner id; default host-pid-uuid
 	Log           zerolog.Logger
+	Manager       ManagerConfig // the channel manager's config store (manager.go); excludes Peers
 }
 
 func (c *Config) validate() error {
@@ -111,6 +112,9 @@ func (c *Config) validate() error {
 	if c.NATS.URL == "" && len(c.Peers) > 0 {
 		return errors.New("daemon: peers need the region's own NATS URL (its stream lives there)")
 	}
+	if err := c.Manager.validate(c); err != nil {
+		return err
+	}
 	if c.Listen == "" {
 		c.Listen = "127.0.0.1:6380"
 	}
@@ -131,7 +135,9 @@ type Daemon struct {
 	http     *http.Server
 	httpLn   net.Listener
 	conns    []*nats.Conn
+	ownJS    jetstream.JetStream // the region's own JetStream, nil without NATS
 	rdb      *redis.Client
+	mgr      *managed // nil without a channel manager
 }
 
 // Start connects to the region's Redis and NATS and its peers' NATS, binds
@@ -170,6 +176,11 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	} else if err := d.startChannels(cfg, log); err != nil {
 		return nil, err
 	}
+	if cfg.Manager.NATS.URL != "" {
+		if err := d.startManager(cfg, log); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.HTTP != "" {
 		ln, err := net.Listen("tcp", cfg.HTTP)
 		if err != nil {
@@ -190,10 +201,14 @@ func (d *Daemon) startChannels(cfg Config, log zerolog.Logger) error {
 		return fmt.Errorf("daemon: NATS of %s: %w", cfg.Region, err)
 	}
 	d.conns = append(d.conns, own)
+	if err := d.startControl(own, log); err != nil {
+		return err
+	}
 	js, err := jetstream.New(own)
 	if err != nil {
 		return err
 	}
+	d.ownJS = js
 	metrics := channel.NewMetrics(d.registry)
 	node, err := channel.NewNode(channel.NodeConfig{
 		Stream: channel.StreamConfig{Instance: cfg.Instance, Region: cfg.Region, Retention: cfg.Retention, MaxBytes: cfg.StreamBytes},
@@ -243,7 +258,7 @@ func (d *Daemon) HTTPAddr() string {
 // Run serves until ctx ends, then shuts everything down.
 func (d *Daemon) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	errs := make(chan error, 3)
+	errs := make(chan error, 4)
 	run := func(name string, f func() error) {
 		wg.Add(1)
 		go func() {
@@ -253,9 +268,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	if err := d.ensureReady(ctx); err != nil {
+		d.cfg.Log.Error().Err(err).Str("region", d.cfg.Region).Msg("this region's Redis could not be checked against its stream; local writes are refused until it is")
+	}
+	run("guard", func() error { d.guard(ctx); return nil })
 	run("resp", func() error { return d.Server.Run(ctx) })
 	if d.Node != nil {
 		run("channels", func() error { return d.Node.Run(ctx) })
+	}
+	if d.mgr != nil {
+		run("manager", func() error { return d.mgr.run(ctx) })
 	}
 	if d.http != nil {
 		run("http", func() error { return d.http.Serve(d.httpLn) })
@@ -274,6 +296,45 @@ func (d *Daemon) Run(ctx context.Context) error {
 		all = append(all, err)
 	}
 	return errors.Join(all...)
+}
+
+// ensureReady makes the region's Redis ready for local writes: if it is not
+// (new, wiped, restarted from a snapshot, a promoted replica), the region's
+// sequence is raised past its stream and its own missed ops are merged back
+// first (channel.RestoreFromStream), so no OpID is ever issued twice.
+func (d *Daemon) ensureReady(ctx context.Context) error {
+	ready, err := d.Engine.Ready(ctx)
+	if err != nil || ready {
+		return err
+	}
+	if d.ownJS != nil {
+		n, err := channel.RestoreFromStream(ctx, d.ownJS, d.Engine, d.cfg.Instance, d.cfg.Region)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			d.cfg.Log.Warn().Str("region", d.cfg.Region).Int("ops", n).Msg("this region's Redis had lost its own ops; merged them back from its stream")
+		}
+	}
+	return d.Engine.MarkReady(ctx)
+}
+
+// guard checks every second that the region's Redis is still the one that
+// was made ready (a restart, a wipe or a failover makes it not), and makes
+// it ready again.
+func (d *Daemon) guard(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := d.ensureReady(ctx); err != nil && ctx.Err() == nil {
+				d.cfg.Log.Warn().Err(err).Str("region", d.cfg.Region).Msg("region not ready for local writes")
+			}
+		}
+	}
 }
 
 func (d *Daemon) close() {

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os/exec"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,6 +47,10 @@ func newEngine(t *testing.T, addr, region string) *child.Engine {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = e.Close() })
+	// a new Redis refuses local writes until the child marks it ready
+	if err := e.MarkReady(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	return e
 }
 
@@ -190,6 +194,11 @@ func TestEngineOnDevRedis(t *testing.T) {
 	if err != nil || pa.Seq != uint64(len(opsA)) || pa.Applied["fra"] != uint64(len(opsB)) {
 		t.Fatalf("position of sgp: %+v %v", pa, err)
 	}
+	secs, err := ea.InfoSections(ctx)
+	if err != nil || len(secs) == 0 || secs[0].Name != "Keyspace" || len(secs[0].Fields) != 1 ||
+		!strings.HasPrefix(secs[0].Fields[0].Value, "keys=9,expires=1,") {
+		t.Fatalf("info: %+v %v", secs, err)
+	}
 	if ok, err := ea.Lease(ctx, "shipper", "me", time.Minute); err != nil || !ok {
 		t.Fatalf("lease: %v %v", ok, err)
 	}
@@ -215,7 +224,7 @@ func TestConcurrentWrites(t *testing.T) {
 	engines := []*child.Engine{newEngine(t, addr, "sgp"), newEngine(t, addr, "sgp")}
 	const workers, each = 8, 40
 	var wg sync.WaitGroup
-	errc := make(chan error, workers*each)
+	errc := make(chan error, 2*workers*each)
 	for w := range workers {
 		wg.Add(1)
 		go func() {
@@ -523,6 +532,22 @@ redis.register_function('fmt', function(_, a)
   end
   return out
 end)
+redis.register_function('fmt2', function(_, a)
+  local out = {}
+  for i = 1, #a do
+    local n = tonumber(a[i])
+    if n then
+      out[#out + 1] = string.format('%5.1f|%-8s|%e|%G|%+g|%x|%u|%5d|%.3s|%s', n, n, n, n, n, n, n, n, n, tostring(n))
+    else
+      out[#out + 1] = 'nil'
+    end
+    out[#out + 1] = string.format('%q|%-5s|%5.2s|%c|%%', a[i], a[i], a[i], 65)
+  end
+  out[#out + 1] = tostring(math.huge) .. ' ' .. tostring(-math.huge) .. ' ' .. tostring(1/3) .. ' ' .. tostring(2^53)
+  out[#out + 1] = tostring(tonumber('0x1A')) .. ' ' .. tostring(tonumber(' 12 ')) .. ' ' .. tostring(tonumber('1e')) .. ' ' ..
+    tostring(tonumber('ff', 16)) .. ' ' .. tostring(tonumber('z', 36)) .. ' ' .. tostring(tonumber('.5')) .. ' ' .. tostring(tonumber('5.'))
+  return out
+end)
 `)
 	return b.String()
 }
@@ -557,17 +582,15 @@ func TestCmsgpack(t *testing.T) {
 	}
 }
 
-// Checks against a real redis-server, when one is on PATH: cmsgpack and
+// Checks against a real redis-server (testredis fails the test when none is
+// installed; "go tool task deps" installs it): cmsgpack and
 // string.format byte for byte, and the engine's replies and resulting
 // state for a mixed workload.
 func TestSameAsRedis(t *testing.T) {
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Skip("no redis-server on PATH to compare with")
-	}
 	ctx := context.Background()
-	real := testredis.Start(t)
+	rsrv := testredis.Start(t)
 	dev := startDev(t)
-	rc, dc := real.Client(), client(t, dev.Addr(), 0)
+	rc, dc := rsrv.Client(), client(t, dev.Addr(), 0)
 	for _, c := range []*redis.Client{rc, dc} {
 		if err := c.FunctionLoad(ctx, packLibrary()).Err(); err != nil {
 			t.Fatal(err)
@@ -581,14 +604,26 @@ func TestSameAsRedis(t *testing.T) {
 			t.Errorf("pack(%s): devredis %q %v, redis %q %v", pc.expr, got, err2, want, err1)
 		}
 	}
-	nums := []any{"0", "1", "-1", "0.1", "1.5", "1e15", "123456789012345678", "-2.5e-7", "3.14159265358979", "1e21", "9007199254740993", "0.30000000000000004"}
+	nums := []any{"0", "1", "-1", "0.1", "1.5", "1e15", "123456789012345678", "-2.5e-7", "3.14159265358979", "1e21",
+		"9007199254740993", "0.30000000000000004", "99999999999999999999", "inf", "-inf", "1e400", " 7 ", "0x10", "-12.75"}
 	want, err1 := rc.FCall(ctx, "fmt", nil, nums...).StringSlice()
 	got, err2 := dc.FCall(ctx, "fmt", nil, nums...).StringSlice()
 	if err1 != nil || err2 != nil || !reflect.DeepEqual(got, want) {
 		t.Errorf("string.format: devredis %q %v\nredis %q %v", got, err2, want, err1)
 	}
+	strs := append(slices.Clone(nums), "a\"b\\c\nd\re\x00f", "héllo")
+	want, err1 = rc.FCall(ctx, "fmt2", nil, strs...).StringSlice()
+	got, err2 = dc.FCall(ctx, "fmt2", nil, strs...).StringSlice()
+	if err1 != nil || err2 != nil || len(got) != len(want) {
+		t.Errorf("fmt2: devredis %q %v\nredis %q %v", got, err2, want, err1)
+	}
+	for i := range min(len(got), len(want)) {
+		if got[i] != want[i] {
+			t.Errorf("fmt2 %d: devredis %q, redis %q", i, got[i], want[i])
+		}
+	}
 
-	er, ed := newEngine(t, real.Addr(), "sgp"), newEngine(t, dev.Addr(), "sgp")
+	er, ed := newEngine(t, rsrv.Addr(), "sgp"), newEngine(t, dev.Addr(), "sgp")
 	rng := rand.New(rand.NewPCG(1, 2))
 	abs := strconv.FormatInt(time.Now().Add(time.Hour).UnixMilli(), 10)
 	for i := range 600 {
@@ -676,14 +711,11 @@ func randomCmd(rng *rand.Rand, abs string) []string {
 // write observes all before it and the result does not depend on clocks):
 // replies, apply results and states must be the same on both.
 func TestSameAsRedisTwoRegions(t *testing.T) {
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Skip("no redis-server on PATH to compare with")
-	}
 	ctx := context.Background()
 	regions := []string{"sgp", "fra"}
-	var real, dev []*child.Engine
+	var onRedis, dev []*child.Engine
 	for _, r := range regions {
-		real = append(real, newEngine(t, testredis.Start(t).Addr(), r))
+		onRedis = append(onRedis, newEngine(t, testredis.Start(t).Addr(), r))
 		dev = append(dev, newEngine(t, startDev(t).Addr(), r))
 	}
 	ship := func(from, to *child.Engine) child.ApplyResult {
@@ -702,18 +734,18 @@ func TestSameAsRedisTwoRegions(t *testing.T) {
 	for i := range 500 {
 		r := rng.IntN(2)
 		cmd := randomCmd(rng, abs)
-		rv, rerr := real[r].Write(ctx, cmd[0], cmd[1:]...)
+		rv, rerr := onRedis[r].Write(ctx, cmd[0], cmd[1:]...)
 		dv, derr := dev[r].Write(ctx, cmd[0], cmd[1:]...)
 		if fmt.Sprint(rv) != fmt.Sprint(dv) || fmt.Sprint(rerr) != fmt.Sprint(derr) {
 			t.Fatalf("step %d %s %v: redis %#v %v, devredis %#v %v", i, regions[r], cmd, rv, rerr, dv, derr)
 		}
-		rres, dres := ship(real[r], real[1-r]), ship(dev[r], dev[1-r])
+		rres, dres := ship(onRedis[r], onRedis[1-r]), ship(dev[r], dev[1-r])
 		if !reflect.DeepEqual(rres, dres) {
 			t.Fatalf("step %d %s %v: applied on redis %+v, on devredis %+v", i, regions[r], cmd, rres, dres)
 		}
 	}
-	want := dump(t, real[0])
-	for name, e := range map[string]*child.Engine{"redis fra": real[1], "devredis sgp": dev[0], "devredis fra": dev[1]} {
+	want := dump(t, onRedis[0])
+	for name, e := range map[string]*child.Engine{"redis fra": onRedis[1], "devredis sgp": dev[0], "devredis fra": dev[1]} {
 		if got := dump(t, e); !reflect.DeepEqual(got, want) {
 			t.Errorf("%s:\n got %+v\nwant %+v", name, got, want)
 		}

@@ -28,7 +28,7 @@ type library struct {
 	s     *Server
 	name  string
 	code  string
-	L     *lua.LState
+	ls    *lua.LState
 	funcs map[string]*function
 	order []string // registration order, for FUNCTION LIST
 
@@ -65,44 +65,44 @@ var hiddenGlobals = map[string]bool{
 // newLibrary compiles and runs a library's code; it returns the library or
 // an error reply.
 func newLibrary(s *Server, name, code string) (*library, string) {
-	L := lua.NewState(lua.Options{SkipOpenLibs: true, RegistrySize: 256 * 20, RegistryMaxSize: 1 << 20})
-	lib := &library{s: s, name: name, code: code, L: L, funcs: map[string]*function{}}
+	ls := lua.NewState(lua.Options{SkipOpenLibs: true, RegistrySize: 256 * 20, RegistryMaxSize: 1 << 20})
+	lib := &library{s: s, name: name, code: code, ls: ls, funcs: map[string]*function{}}
 	lib.w = bufio.NewWriter(&lib.buf)
 	for _, open := range []struct {
 		name string
 		fn   lua.LGFunction
 	}{{lua.BaseLibName, lua.OpenBase}, {lua.TabLibName, lua.OpenTable}, {lua.StringLibName, lua.OpenString}, {lua.MathLibName, lua.OpenMath}} {
-		L.Push(L.NewFunction(open.fn))
-		L.Push(lua.LString(open.name))
-		L.Call(1, 0)
+		ls.Push(ls.NewFunction(open.fn))
+		ls.Push(lua.LString(open.name))
+		ls.Call(1, 0)
 	}
 	std := func() *lua.LTable {
-		t := L.NewTable()
-		L.G.Global.ForEach(func(k, v lua.LValue) {
+		t := ls.NewTable()
+		ls.G.Global.ForEach(func(k, v lua.LValue) {
 			if ks, ok := k.(lua.LString); ok && !hiddenGlobals[string(ks)] {
 				t.RawSet(k, v)
 			}
 		})
 		return t
 	}
-	noGlobal := L.NewFunction(func(L *lua.LState) int {
-		L.RaiseError("Script attempted to access nonexistent global variable '%s'", L.CheckAny(2).String())
+	noGlobal := ls.NewFunction(func(ls *lua.LState) int {
+		ls.RaiseError("Script attempted to access nonexistent global variable '%s'", ls.CheckAny(2).String())
 		return 0
 	})
-	readOnly := L.NewFunction(func(L *lua.LState) int {
-		L.RaiseError("Attempt to modify a readonly table")
+	readOnly := ls.NewFunction(func(ls *lua.LState) int {
+		ls.RaiseError("Attempt to modify a readonly table")
 		return 0
 	})
 	protect := func(t *lua.LTable) {
-		mt := L.NewTable()
+		mt := ls.NewTable()
 		mt.RawSetString("__index", noGlobal)
 		mt.RawSetString("__newindex", readOnly)
-		L.SetMetatable(t, mt)
+		ls.SetMetatable(t, mt)
 	}
 
-	G := L.NewTable()
-	runRedis := L.NewTable()
-	L.SetFuncs(runRedis, map[string]lua.LGFunction{
+	G := ls.NewTable()
+	runRedis := ls.NewTable()
+	ls.SetFuncs(runRedis, map[string]lua.LGFunction{
 		"call":               lib.redisCall(true),
 		"pcall":              lib.redisCall(false),
 		"error_reply":        luaErrorReply,
@@ -111,16 +111,16 @@ func newLibrary(s *Server, name, code string) (*library, string) {
 		"sha1hex":            luaSha1hex,
 		"setresp":            luaSetresp,
 		"set_repl":           func(*lua.LState) int { return 0 },
-		"replicate_commands": func(L *lua.LState) int { L.Push(lua.LTrue); return 1 },
-		"breakpoint":         func(L *lua.LState) int { L.Push(lua.LFalse); return 1 },
+		"replicate_commands": func(ls *lua.LState) int { ls.Push(lua.LTrue); return 1 },
+		"breakpoint":         func(ls *lua.LState) int { ls.Push(lua.LFalse); return 1 },
 		"debug":              func(*lua.LState) int { return 0 },
-		"acl_check_cmd": func(L *lua.LState) int {
-			L.Push(lua.LBool(s.srv.IsRegisteredCommand(L.CheckString(1))))
+		"acl_check_cmd": func(ls *lua.LState) int {
+			ls.Push(lua.LBool(s.srv.IsRegisteredCommand(ls.CheckString(1))))
 			return 1
 		},
 	})
-	loadRedis := L.NewTable()
-	L.SetFuncs(loadRedis, map[string]lua.LGFunction{
+	loadRedis := ls.NewTable()
+	ls.SetFuncs(loadRedis, map[string]lua.LGFunction{
 		"register_function": lib.registerFunction,
 		"log":               luaLog,
 		"setresp":           luaSetresp,
@@ -135,17 +135,27 @@ func newLibrary(s *Server, name, code string) (*library, string) {
 		}
 		protect(t)
 	}
-	L.Push(L.NewFunction(luajson.Loader))
-	L.Call(0, 1)
-	cjson := L.Get(-1)
-	L.Pop(1)
+	ls.Push(ls.NewFunction(luajson.Loader))
+	ls.Call(0, 1)
+	cjson := ls.Get(-1)
+	ls.Pop(1)
 
-	// gopher-lua's tonumber reads "1e15" or a 20-digit integer as nil; Redis's
-	// Lua reads them with strtod, and the engine relies on that
-	L.G.Global.RawSetString("tonumber", L.NewFunction(luaToNumber))
+	// where gopher-lua differs from Redis's Lua 5.1 in ways the engine sees:
+	// its tonumber reads "1e15" or a 20-digit integer as nil (Lua: strtod),
+	// its math.huge is the largest double (Lua: infinity), its tostring
+	// formats numbers with Go's shortest form (Lua: "%.14g"), its
+	// string.format is Go's fmt (Lua: C's printf)
+	ls.G.Global.RawSetString("tonumber", ls.NewFunction(luaToNumber))
+	ls.G.Global.RawSetString("tostring", ls.NewFunction(luaToString))
+	if m, ok := ls.G.Global.RawGetString("math").(*lua.LTable); ok {
+		m.RawSetString("huge", lua.LNumber(math.Inf(1)))
+	}
+	if m, ok := ls.G.Global.RawGetString("string").(*lua.LTable); ok {
+		m.RawSetString("format", ls.NewFunction(luaFormat))
+	}
 	lib.runAPI = std()
 	lib.runAPI.RawSetString("redis", runRedis)
-	lib.runAPI.RawSetString("cmsgpack", openCmsgpack(L))
+	lib.runAPI.RawSetString("cmsgpack", openCmsgpack(ls))
 	lib.runAPI.RawSetString("cjson", cjson)
 	lib.runAPI.RawSetString("_G", G)
 	protect(lib.runAPI)
@@ -153,11 +163,11 @@ func newLibrary(s *Server, name, code string) (*library, string) {
 	loadAPI.RawSetString("redis", loadRedis)
 	loadAPI.RawSetString("_G", G)
 	protect(loadAPI)
-	lib.gmt = L.NewTable()
+	lib.gmt = ls.NewTable()
 	lib.gmt.RawSetString("__index", loadAPI)
 	lib.gmt.RawSetString("__newindex", readOnly)
-	L.SetMetatable(G, lib.gmt)
-	lib.errHandler = L.NewFunction(errorHandler)
+	ls.SetMetatable(G, lib.gmt)
+	lib.errHandler = ls.NewFunction(errorHandler)
 
 	// the metadata line becomes an empty line, so that line numbers in
 	// errors match the code as given
@@ -167,43 +177,43 @@ func newLibrary(s *Server, name, code string) (*library, string) {
 	}
 	chunk, err := parse.Parse(strings.NewReader(body), "user_function")
 	if err != nil {
-		L.Close()
+		ls.Close()
 		return nil, "ERR Error compiling function: " + oneLine(err.Error())
 	}
 	proto, err := lua.Compile(chunk, "user_function")
 	if err != nil {
-		L.Close()
+		ls.Close()
 		return nil, "ERR Error compiling function: " + oneLine(err.Error())
 	}
-	fn := L.NewFunctionFromProto(proto)
+	fn := ls.NewFunctionFromProto(proto)
 	fn.Env = G
 	lib.loading = true
-	L.Push(fn)
-	err = L.PCall(0, 0, nil)
+	ls.Push(fn)
+	err = ls.PCall(0, 0, nil)
 	lib.loading = false
 	if err != nil {
-		L.Close()
+		ls.Close()
 		return nil, "ERR Error registering functions: " + luaErrorText(err)
 	}
 	if len(lib.funcs) == 0 {
-		L.Close()
+		ls.Close()
 		return nil, "ERR No functions registered"
 	}
 	lib.gmt.RawSetString("__index", lib.runAPI)
 	return lib, ""
 }
 
-func (lib *library) close() { lib.L.Close() }
+func (lib *library) close() { lib.ls.Close() }
 
 // luaToNumber is Lua 5.1's tonumber: a string converts as C's strtod reads
 // it whole (decimal, hexadecimal, inf, nan, surrounding white space); with
 // a base other than 10 as strtoul reads it.
-func luaToNumber(L *lua.LState) int {
-	v := L.CheckAny(1)
-	base := L.OptInt(2, 10)
+func luaToNumber(ls *lua.LState) int {
+	v := ls.CheckAny(1)
+	base := ls.OptInt(2, 10)
 	if base != 10 {
 		if base < 2 || base > 36 {
-			L.ArgError(2, "base out of range")
+			ls.ArgError(2, "base out of range")
 		}
 		s := strings.TrimSpace(lua.LVAsString(v))
 		neg := strings.HasPrefix(s, "-")
@@ -212,29 +222,57 @@ func luaToNumber(L *lua.LState) int {
 		}
 		n, err := strconv.ParseUint(s, base, 64)
 		if err != nil || s == "" || strings.ContainsAny(s, "+-_") {
-			L.Push(lua.LNil)
+			ls.Push(lua.LNil)
 			return 1
 		}
 		f := float64(n)
 		if neg {
 			f = -f
 		}
-		L.Push(lua.LNumber(f))
+		ls.Push(lua.LNumber(f))
 		return 1
 	}
 	switch x := v.(type) {
 	case lua.LNumber:
-		L.Push(x)
+		ls.Push(x)
 	case lua.LString:
 		if f, ok := str2number(string(x)); ok {
-			L.Push(lua.LNumber(f))
+			ls.Push(lua.LNumber(f))
 		} else {
-			L.Push(lua.LNil)
+			ls.Push(lua.LNil)
 		}
 	default:
-		L.Push(lua.LNil)
+		ls.Push(lua.LNil)
 	}
 	return 1
+}
+
+// luaToString is Lua 5.1's tostring: numbers as "%.14g" (lua_Number2str);
+// anything else as gopher-lua formats it, honouring __tostring.
+func luaToString(ls *lua.LState) int {
+	v := ls.CheckAny(1)
+	if n, ok := v.(lua.LNumber); ok {
+		ls.Push(lua.LString(number2str(float64(n))))
+		return 1
+	}
+	ls.Push(lua.LString(ls.ToStringMeta(v).String()))
+	return 1
+}
+
+// number2str is C's "%.14g" as glibc prints it.
+func number2str(f float64) string {
+	switch {
+	case math.IsNaN(f):
+		if math.Signbit(f) {
+			return "-nan"
+		}
+		return "nan"
+	case math.IsInf(f, 1):
+		return "inf"
+	case math.IsInf(f, -1):
+		return "-inf"
+	}
+	return strconv.FormatFloat(f, 'g', 14, 64)
 }
 
 // str2number is luaO_str2d with glibc's strtod.
@@ -279,50 +317,50 @@ var knownFlags = map[string]bool{
 
 // redis.register_function(name, callback) or
 // redis.register_function{function_name=, callback=, flags=, description=}
-func (lib *library) registerFunction(L *lua.LState) int {
+func (lib *library) registerFunction(ls *lua.LState) int {
 	if !lib.loading {
-		L.RaiseError("redis.register_function can only be called on FUNCTION LOAD command")
+		ls.RaiseError("redis.register_function can only be called on FUNCTION LOAD command")
 	}
 	f := &function{lib: lib}
-	switch L.GetTop() {
+	switch ls.GetTop() {
 	case 1:
-		t, ok := L.Get(1).(*lua.LTable)
+		t, ok := ls.Get(1).(*lua.LTable)
 		if !ok {
-			L.RaiseError("calling redis.register_function with a single argument is only applicable to Lua table (representing named arguments).")
+			ls.RaiseError("calling redis.register_function with a single argument is only applicable to Lua table (representing named arguments).")
 		}
 		t.ForEach(func(k, v lua.LValue) {
 			ks, ok := k.(lua.LString)
 			if !ok {
-				L.RaiseError("named argument key given to redis.register_function is not a string")
+				ls.RaiseError("named argument key given to redis.register_function is not a string")
 			}
 			switch string(ks) {
 			case "function_name":
 				s, ok := v.(lua.LString)
 				if !ok {
-					L.RaiseError("function_name argument given to redis.register_function must be a string")
+					ls.RaiseError("function_name argument given to redis.register_function must be a string")
 				}
 				f.name = string(s)
 			case "description":
 				s, ok := v.(lua.LString)
 				if !ok {
-					L.RaiseError("description argument given to redis.register_function must be a string")
+					ls.RaiseError("description argument given to redis.register_function must be a string")
 				}
 				f.desc = string(s)
 			case "callback":
 				fn, ok := v.(*lua.LFunction)
 				if !ok {
-					L.RaiseError("callback argument given to redis.register_function must be a function")
+					ls.RaiseError("callback argument given to redis.register_function must be a function")
 				}
 				f.fn = fn
 			case "flags":
 				ft, ok := v.(*lua.LTable)
 				if !ok {
-					L.RaiseError("flags argument to redis.register_function must be a table representing function flags")
+					ls.RaiseError("flags argument to redis.register_function must be a table representing function flags")
 				}
 				for i := 1; ft.RawGetInt(i) != lua.LNil; i++ {
 					fl, ok := ft.RawGetInt(i).(lua.LString)
 					if !ok || !knownFlags[string(fl)] {
-						L.RaiseError("unknown flag given")
+						ls.RaiseError("unknown flag given")
 					}
 					f.flags = append(f.flags, string(fl))
 					if fl == "no-writes" {
@@ -330,26 +368,26 @@ func (lib *library) registerFunction(L *lua.LState) int {
 					}
 				}
 			default:
-				L.RaiseError("unknown argument given to redis.register_function")
+				ls.RaiseError("unknown argument given to redis.register_function")
 			}
 		})
 		if f.name == "" {
-			L.RaiseError("redis.register_function must get a function name argument")
+			ls.RaiseError("redis.register_function must get a function name argument")
 		}
 		if f.fn == nil {
-			L.RaiseError("redis.register_function must get a callback argument")
+			ls.RaiseError("redis.register_function must get a callback argument")
 		}
 	case 2:
-		f.name = L.CheckString(1)
-		f.fn = L.CheckFunction(2)
+		f.name = ls.CheckString(1)
+		f.fn = ls.CheckFunction(2)
 	default:
-		L.RaiseError("wrong number of arguments to redis.register_function")
+		ls.RaiseError("wrong number of arguments to redis.register_function")
 	}
 	if !validName.MatchString(f.name) {
-		L.RaiseError("Function names can only contain letters, numbers, or underscores(_) and must be at least one character long")
+		ls.RaiseError("Function names can only contain letters, numbers, or underscores(_) and must be at least one character long")
 	}
 	if _, dup := lib.funcs[f.name]; dup {
-		L.RaiseError("Function already exists in the library")
+		ls.RaiseError("Function already exists in the library")
 	}
 	lib.funcs[f.name] = f
 	lib.order = append(lib.order, f.name)
@@ -361,24 +399,24 @@ func (lib *library) registerFunction(L *lua.LState) int {
 func (lib *library) call(c *server.Peer, f *function, keys, args []string) (lua.LValue, string) {
 	lib.callMu.Lock()
 	defer lib.callMu.Unlock()
-	L := lib.L
+	ls := lib.ls
 	p := server.NewPeer(lib.w)
 	p.Ctx = c.Ctx // the trampoline's nested context: SELECT lasts for this call
 	lib.cur, lib.noWrites, lib.fname = p, f.noWrites, f.name
 	defer func() { lib.cur = nil }()
-	L.Push(f.fn)
-	L.Push(stringsTable(L, keys))
-	L.Push(stringsTable(L, args))
-	if err := L.PCall(2, 1, lib.errHandler); err != nil {
+	ls.Push(f.fn)
+	ls.Push(stringsTable(ls, keys))
+	ls.Push(stringsTable(ls, args))
+	if err := ls.PCall(2, 1, lib.errHandler); err != nil {
 		return nil, lib.errorReply(err)
 	}
-	ret := L.Get(-1)
-	L.Pop(1)
+	ret := ls.Get(-1)
+	ls.Pop(1)
 	return ret, ""
 }
 
-func stringsTable(L *lua.LState, ss []string) *lua.LTable {
-	t := L.CreateTable(len(ss), 0)
+func stringsTable(ls *lua.LState, ss []string) *lua.LTable {
+	t := ls.CreateTable(len(ss), 0)
 	for i, s := range ss {
 		t.RawSetInt(i+1, lua.LString(s))
 	}
@@ -387,9 +425,9 @@ func stringsTable(L *lua.LState, ss []string) *lua.LTable {
 
 // errorHandler turns any error into Redis 7's error table, {err=, source=,
 // line=}, with the position of the innermost Lua frame.
-func errorHandler(L *lua.LState) int {
-	obj := L.Get(1)
-	t := L.NewTable()
+func errorHandler(ls *lua.LState) int {
+	obj := ls.Get(1)
+	t := ls.NewTable()
 	msg := "ERR " + obj.String()
 	if ot, ok := obj.(*lua.LTable); ok {
 		if e, ok := ot.RawGetString("err").(lua.LString); ok {
@@ -398,11 +436,11 @@ func errorHandler(L *lua.LState) int {
 	}
 	t.RawSetString("err", lua.LString(msg))
 	for level := 1; level < 64; level++ {
-		dbg, ok := L.GetStack(level)
+		dbg, ok := ls.GetStack(level)
 		if !ok {
 			break
 		}
-		if _, err := L.GetInfo("Sl", dbg, lua.LNil); err != nil {
+		if _, err := ls.GetInfo("Sl", dbg, lua.LNil); err != nil {
 			continue
 		}
 		if dbg.What != "G" && dbg.CurrentLine > 0 {
@@ -411,7 +449,7 @@ func errorHandler(L *lua.LState) int {
 			break
 		}
 	}
-	L.Push(t)
+	ls.Push(t)
 	return 1
 }
 
@@ -453,55 +491,55 @@ var notWriting = map[string]bool{
 // redisCall is redis.call (raise) or redis.pcall: it runs a command through
 // miniredis in the caller's context and converts the reply as Redis does.
 func (lib *library) redisCall(raise bool) lua.LGFunction {
-	fail := func(L *lua.LState, msg string) int {
-		t := L.NewTable()
+	fail := func(ls *lua.LState, msg string) int {
+		t := ls.NewTable()
 		t.RawSetString("err", lua.LString(msg))
 		if raise {
-			L.Error(t, 0)
+			ls.Error(t, 0)
 			return 0
 		}
-		L.Push(t)
+		ls.Push(t)
 		return 1
 	}
-	return func(L *lua.LState) int {
-		top := L.GetTop()
+	return func(ls *lua.LState) int {
+		top := ls.GetTop()
 		if top == 0 {
-			return fail(L, "ERR Please specify at least one argument for this redis lib call")
+			return fail(ls, "ERR Please specify at least one argument for this redis lib call")
 		}
 		args := make([]string, top)
 		for i := 1; i <= top; i++ {
-			switch v := L.Get(i).(type) {
+			switch v := ls.Get(i).(type) {
 			case lua.LString:
 				args[i-1] = string(v)
 			case lua.LNumber:
 				args[i-1] = formatArgNumber(float64(v))
 			default:
-				return fail(L, "ERR Lua redis lib command arguments must be strings or integers")
+				return fail(ls, "ERR Lua redis lib command arguments must be strings or integers")
 			}
 		}
 		if lib.cur == nil {
-			return fail(L, "ERR redis.call is only available while a function runs")
+			return fail(ls, "ERR redis.call is only available while a function runs")
 		}
 		name := strings.ToUpper(args[0])
 		switch {
 		case notFromScripts[name]:
-			return fail(L, "ERR This Redis command is not allowed from script")
+			return fail(ls, "ERR This Redis command is not allowed from script")
 		case !lib.s.srv.IsRegisteredCommand(name):
-			return fail(L, "ERR Unknown Redis command called from script")
+			return fail(ls, "ERR Unknown Redis command called from script")
 		case lib.noWrites && !lib.s.srv.IsReadOnlyCommand(name) && !notWriting[name]:
-			return fail(L, "ERR Write commands are not allowed from read-only scripts.")
+			return fail(ls, "ERR Write commands are not allowed from read-only scripts.")
 		}
 		lib.buf.Reset()
 		lib.s.srv.Dispatch(lib.cur, args)
 		lib.cur.Flush()
 		reply, err := readReply(bufio.NewReader(bytes.NewReader(lib.buf.Bytes())))
 		if err != nil {
-			return fail(L, "ERR devredis: unreadable reply to "+name+": "+err.Error())
+			return fail(ls, "ERR devredis: unreadable reply to "+name+": "+err.Error())
 		}
 		if e, ok := reply.(respError); ok {
-			return fail(L, string(e))
+			return fail(ls, string(e))
 		}
-		L.Push(respToLua(L, reply))
+		ls.Push(respToLua(ls, reply))
 		return 1
 	}
 }
@@ -519,10 +557,10 @@ func formatArgNumber(f float64) string {
 	return strconv.FormatFloat(f, 'g', 17, 64)
 }
 
-func luaErrorReply(L *lua.LState) int {
-	s, ok := L.Get(1).(lua.LString)
-	if !ok || L.GetTop() != 1 {
-		L.RaiseError("wrong number or type of arguments")
+func luaErrorReply(ls *lua.LState) int {
+	s, ok := ls.Get(1).(lua.LString)
+	if !ok || ls.GetTop() != 1 {
+		ls.RaiseError("wrong number or type of arguments")
 	}
 	msg := string(s)
 	if !strings.HasPrefix(msg, "-") {
@@ -532,51 +570,51 @@ func luaErrorReply(L *lua.LState) int {
 	if !found {
 		code, rest = "ERR", msg[1:]
 	}
-	t := L.NewTable()
+	t := ls.NewTable()
 	t.RawSetString("err", lua.LString(code+" "+strings.Trim(rest, "\r\n")))
-	L.Push(t)
+	ls.Push(t)
 	return 1
 }
 
-func luaStatusReply(L *lua.LState) int {
-	s, ok := L.Get(1).(lua.LString)
-	if !ok || L.GetTop() != 1 {
-		L.RaiseError("wrong number or type of arguments")
+func luaStatusReply(ls *lua.LState) int {
+	s, ok := ls.Get(1).(lua.LString)
+	if !ok || ls.GetTop() != 1 {
+		ls.RaiseError("wrong number or type of arguments")
 	}
-	t := L.NewTable()
+	t := ls.NewTable()
 	t.RawSetString("ok", s)
-	L.Push(t)
+	ls.Push(t)
 	return 1
 }
 
 // redis.log writes nothing: devredis logs nothing.
-func luaLog(L *lua.LState) int {
-	if L.GetTop() < 2 {
-		L.RaiseError("redis.log() requires two arguments or more.")
+func luaLog(ls *lua.LState) int {
+	if ls.GetTop() < 2 {
+		ls.RaiseError("redis.log() requires two arguments or more.")
 	}
-	if lv, ok := L.Get(1).(lua.LNumber); !ok || lv < 0 || lv > 3 {
-		L.RaiseError("Invalid debug level.")
+	if lv, ok := ls.Get(1).(lua.LNumber); !ok || lv < 0 || lv > 3 {
+		ls.RaiseError("Invalid debug level.")
 	}
 	return 0
 }
 
-func luaSha1hex(L *lua.LState) int {
-	if L.GetTop() != 1 {
-		L.RaiseError("wrong number of arguments")
+func luaSha1hex(ls *lua.LState) int {
+	if ls.GetTop() != 1 {
+		ls.RaiseError("wrong number of arguments")
 	}
-	h := sha1.Sum([]byte(lua.LVAsString(L.Get(1))))
-	L.Push(lua.LString(hex.EncodeToString(h[:])))
+	h := sha1.Sum([]byte(lua.LVAsString(ls.Get(1))))
+	ls.Push(lua.LString(hex.EncodeToString(h[:])))
 	return 1
 }
 
-func luaSetresp(L *lua.LState) int {
-	switch L.CheckInt(1) {
+func luaSetresp(ls *lua.LState) int {
+	switch ls.CheckInt(1) {
 	case 2:
 		return 0
 	case 3:
-		L.RaiseError("devredis: RESP3 replies inside scripts are not supported (development server)")
+		ls.RaiseError("devredis: RESP3 replies inside scripts are not supported (development server)")
 	default:
-		L.RaiseError("RESP version must be 2 or 3.")
+		ls.RaiseError("RESP version must be 2 or 3.")
 	}
 	return 0
 }
@@ -645,7 +683,7 @@ func readReply(r *bufio.Reader) (any, error) {
 }
 
 // respToLua converts a reply as Redis converts it for a script (RESP2).
-func respToLua(L *lua.LState, v any) lua.LValue {
+func respToLua(ls *lua.LState, v any) lua.LValue {
 	switch x := v.(type) {
 	case nil:
 		return lua.LFalse
@@ -658,17 +696,17 @@ func respToLua(L *lua.LState, v any) lua.LValue {
 	case string:
 		return lua.LString(x)
 	case respStatus:
-		t := L.NewTable()
+		t := ls.NewTable()
 		t.RawSetString("ok", lua.LString(x))
 		return t
 	case respError:
-		t := L.NewTable()
+		t := ls.NewTable()
 		t.RawSetString("err", lua.LString(x))
 		return t
 	case []any:
-		t := L.CreateTable(len(x), 0)
+		t := ls.CreateTable(len(x), 0)
 		for i, e := range x {
-			t.RawSetInt(i+1, respToLua(L, e))
+			t.RawSetInt(i+1, respToLua(ls, e))
 		}
 		return t
 	}

@@ -27,9 +27,9 @@ const (
 	errMPBadFmt  = "Bad data format in input."
 )
 
-func openCmsgpack(L *lua.LState) *lua.LTable {
-	t := L.NewTable()
-	L.SetFuncs(t, map[string]lua.LGFunction{
+func openCmsgpack(ls *lua.LState) *lua.LTable {
+	t := ls.NewTable()
+	ls.SetFuncs(t, map[string]lua.LGFunction{
 		"pack":         mpPack,
 		"unpack":       mpUnpack,
 		"unpack_one":   mpUnpackOne,
@@ -40,17 +40,17 @@ func openCmsgpack(L *lua.LState) *lua.LTable {
 	return t
 }
 
-func mpPack(L *lua.LState) int {
-	n := L.GetTop()
+func mpPack(ls *lua.LState) int {
+	n := ls.GetTop()
 	if n == 0 {
-		L.RaiseError("%s", errMPNeedsIn)
+		ls.RaiseError("%s", errMPNeedsIn)
 		return 0
 	}
 	var buf []byte
 	for i := 1; i <= n; i++ {
-		buf = mpEncode(buf, L.Get(i), 0)
+		buf = mpEncode(buf, ls.Get(i), 0)
 	}
-	L.Push(lua.LString(buf))
+	ls.Push(lua.LString(buf))
 	return 1
 }
 
@@ -235,7 +235,7 @@ type mpDecodeError string
 func (e mpDecodeError) Error() string { return string(e) }
 
 type mpCursor struct {
-	L   *lua.LState
+	ls  *lua.LState
 	buf string
 	pos int
 }
@@ -345,7 +345,7 @@ func (c *mpCursor) decode() (lua.LValue, error) {
 }
 
 func (c *mpCursor) array(n uint64) (lua.LValue, error) {
-	t := c.L.NewTable()
+	t := c.ls.NewTable()
 	for i := uint64(1); i <= n; i++ {
 		v, err := c.decode()
 		if err != nil {
@@ -359,7 +359,7 @@ func (c *mpCursor) array(n uint64) (lua.LValue, error) {
 }
 
 func (c *mpCursor) mapping(n uint64) (lua.LValue, error) {
-	t := c.L.NewTable()
+	t := c.ls.NewTable()
 	for range n {
 		k, err := c.decode()
 		if err != nil {
@@ -383,22 +383,22 @@ func (c *mpCursor) mapping(n uint64) (lua.LValue, error) {
 // mpUnpackFull is mp_unpack_full: decodes up to limit objects (0: all) from
 // offset; with withOffset it returns the offset after them first (-1 once
 // the input is consumed).
-func mpUnpackFull(L *lua.LState, limit, offset int, withOffset bool) int {
-	s := L.CheckString(1)
+func mpUnpackFull(ls *lua.LState, limit, offset int, withOffset bool) int {
+	s := ls.CheckString(1)
 	if offset < 0 || limit < 0 {
-		L.RaiseError("Invalid request to unpack with offset of %d and limit of %d.", offset, limit)
+		ls.RaiseError("Invalid request to unpack with offset of %d and limit of %d.", offset, limit)
 		return 0
 	}
 	if offset > len(s) {
-		L.RaiseError("Start offset %d greater than input length %d.", offset, len(s))
+		ls.RaiseError("Start offset %d greater than input length %d.", offset, len(s))
 		return 0
 	}
-	c := &mpCursor{L: L, buf: s, pos: offset}
+	c := &mpCursor{ls: ls, buf: s, pos: offset}
 	var out []lua.LValue
 	for c.pos < len(s) && (limit == 0 || len(out) < limit) {
 		v, err := c.decode()
 		if err != nil {
-			L.RaiseError("%s", err.Error())
+			ls.RaiseError("%s", err.Error())
 			return 0
 		}
 		out = append(out, v)
@@ -408,10 +408,10 @@ func mpUnpackFull(L *lua.LState, limit, offset int, withOffset bool) int {
 		if next >= len(s) {
 			next = -1
 		}
-		L.Push(lua.LNumber(next))
+		ls.Push(lua.LNumber(next))
 	}
 	for _, v := range out {
-		L.Push(v)
+		ls.Push(v)
 	}
 	if withOffset {
 		return len(out) + 1
@@ -419,12 +419,12 @@ func mpUnpackFull(L *lua.LState, limit, offset int, withOffset bool) int {
 	return len(out)
 }
 
-func mpUnpack(L *lua.LState) int { return mpUnpackFull(L, 0, 0, false) }
+func mpUnpack(ls *lua.LState) int { return mpUnpackFull(ls, 0, 0, false) }
 
-func mpUnpackOne(L *lua.LState) int {
-	return mpUnpackFull(L, 1, L.OptInt(2, 0), true)
+func mpUnpackOne(ls *lua.LState) int {
+	return mpUnpackFull(ls, 1, ls.OptInt(2, 0), true)
 }
 
-func mpUnpackLimit(L *lua.LState) int {
-	return mpUnpackFull(L, L.CheckInt(2), L.OptInt(3, 0), true)
+func mpUnpackLimit(ls *lua.LState) int {
+	return mpUnpackFull(ls, ls.CheckInt(2), ls.OptInt(3, 0), true)
 }

@@ -32,14 +32,19 @@
 // or function runs, as Redis freezes it during a script; TTLs count down on
 // that clock (miniredis ClockTTL), so keys really expire.
 //
-// Known differences from Redis that matter to the engine are listed in
-// README.md in this folder.
+// INFO is answered by devredis (miniredis lacks the server and keyspace
+// sections; the engine reads its run_id from INFO server).
+//
+// Known differences from Redis are listed in README.md in this folder.
 package devredis
 
 import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"os"
+	"reflect"
+	"strings"
 	"sync"
 	"time"
 
@@ -54,9 +59,12 @@ const Notice = "devredis: embedded Redis-compatible server FOR DEVELOPMENT ONLY 
 
 // Server is a running development-only server. Close it when done.
 type Server struct {
-	m      *miniredis.Miniredis
-	srv    *server.Server
-	marker string // tags error and status replies through the trampoline
+	m       *miniredis.Miniredis
+	srv     *server.Server
+	marker  string // tags error and status replies through the trampoline
+	runID   string
+	port    string
+	started time.Time
 
 	mu      sync.Mutex
 	libs    map[string]*library  // by library name
@@ -91,7 +99,7 @@ func Start(addr string) (*Server, error) {
 	m.SetTime(wallNow())
 	m.ClockTTL(true)
 	s := &Server{
-		m: m, srv: m.Server(), marker: newToken(),
+		m: m, srv: m.Server(), marker: newToken(), runID: newToken() + newToken()[:8], port: m.Port(), started: time.Now(),
 		libs: map[string]*library{}, funcs: map[string]*function{}, pending: map[string]*pendingCall{},
 	}
 	for _, r := range []struct {
@@ -108,7 +116,7 @@ func Start(addr string) (*Server, error) {
 			return nil, fmt.Errorf("devredis: registering %s: %w", r.name, err)
 		}
 	}
-	s.srv.SetPreHook(s.tick)
+	s.srv.SetPreHook(s.hook)
 	return s, nil
 }
 
@@ -131,17 +139,102 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// tick runs before every command: a command from a client (miniredis's lock
-// is free) moves the server clock to now; a command issued from inside a
-// script or function (the lock is held by that script) sees the clock
-// frozen. Under contention the clock may be a few moments stale, never
-// ahead.
-func (s *Server) tick(*server.Peer, string, ...string) bool {
-	if s.m.TryLock() {
-		s.m.Unlock()
+// hook runs before every command. A command from a client moves the
+// server clock to now; a command issued from inside a script or function
+// (miniredis's lock is held by that script) sees the clock frozen. It also
+// answers INFO, whose keyspace section (read by the child) miniredis lacks.
+func (s *Server) hook(c *server.Peer, cmd string, args ...string) bool {
+	nested, known := ctxBool(c, "nested")
+	if !known {
+		// another miniredis: a free lock means no script is running here
+		nested = !s.m.TryLock()
+		if !nested {
+			s.m.Unlock()
+		}
+	}
+	if !nested {
 		s.m.SetTime(wallNow())
 	}
+	if cmd == "INFO" {
+		if inTx, known := ctxBool(c, "transaction"); known && !inTx {
+			s.info(c, args, nested)
+			return true
+		}
+	}
 	return false
+}
+
+// ctxBool reads a field of miniredis's per-connection state: a bool, or
+// whether a slice is non-nil. known is false if the field is not there.
+func ctxBool(c *server.Peer, field string) (v, known bool) {
+	if c.Ctx == nil {
+		return false, true // a connection's first command: not nested, no MULTI
+	}
+	p := reflect.ValueOf(c.Ctx)
+	if p.Kind() != reflect.Pointer || p.IsNil() || p.Elem().Kind() != reflect.Struct {
+		return false, false
+	}
+	f := p.Elem().FieldByName(field)
+	switch {
+	case !f.IsValid():
+		return false, false
+	case f.Kind() == reflect.Bool:
+		return f.Bool(), true
+	case f.Kind() == reflect.Slice:
+		return !f.IsNil(), true
+	}
+	return false, false
+}
+
+// info answers INFO [section ...] with the sections a Redis client most
+// often reads: server (with a run_id that is new for every Server),
+// clients, stats, replication and, except from inside a function (it needs
+// miniredis's lock, which the function holds), keyspace.
+func (s *Server) info(c *server.Peer, args []string, nested bool) {
+	want := map[string]bool{}
+	for _, a := range args {
+		want[strings.ToLower(a)] = true
+	}
+	all := len(args) == 0 || want["all"] || want["everything"] || want["default"]
+	var b strings.Builder
+	section := func(name string, lines ...string) {
+		if !all && !want[strings.ToLower(name)] {
+			return
+		}
+		if b.Len() > 0 {
+			b.WriteString("\r\n")
+		}
+		b.WriteString("# " + name + "\r\n")
+		for _, l := range lines {
+			b.WriteString(l + "\r\n")
+		}
+	}
+	section("Server", "redis_version:7.0.0", "redis_mode:standalone", "devredis:development-only",
+		"arch_bits:64", fmt.Sprintf("process_id:%d", os.Getpid()), "run_id:"+s.runID,
+		"tcp_port:"+s.port, fmt.Sprintf("uptime_in_seconds:%d", int(time.Since(s.started).Seconds())))
+	section("Clients", fmt.Sprintf("connected_clients:%d", s.srv.ClientsLen()))
+	section("Stats", fmt.Sprintf("total_connections_received:%d", s.srv.TotalConnections()),
+		fmt.Sprintf("total_commands_processed:%d", s.srv.TotalCommands()))
+	section("Replication", "role:master", "connected_slaves:0")
+	if !nested {
+		var ks []string
+		for i := range 16 {
+			db := s.m.DB(i)
+			keys := db.Keys()
+			if len(keys) == 0 {
+				continue
+			}
+			expires := 0
+			for _, k := range keys {
+				if db.TTL(k) > 0 {
+					expires++
+				}
+			}
+			ks = append(ks, fmt.Sprintf("db%d:keys=%d,expires=%d,avg_ttl=0", i, len(keys), expires))
+		}
+		section("Keyspace", ks...)
+	}
+	c.WriteBulk(b.String())
 }
 
 // wallNow is the wall clock without Go's monotonic reading: TTLs are kept

@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/globalreplica/globalreplica/internal/daemon"
+	"github.com/globalreplica/globalreplica/internal/devredis"
 	"github.com/globalreplica/globalreplica/internal/embednats"
 	"github.com/globalreplica/globalreplica/internal/redisproc"
 )
@@ -31,8 +32,11 @@ type Config struct {
 	Regions  int    // default 3
 	PortBase int    // region i's endpoint listens on PortBase+i; default 7000
 	DataDir  string // default: a temporary folder removed at the end
-	Out      io.Writer
-	Log      zerolog.Logger
+	// EmbeddedRedis uses the embedded development-only Redis (devredis)
+	// even when redis-server is installed; without redis-server on PATH
+	// the playground uses it anyway.
+	EmbeddedRedis bool
+	Log           zerolog.Logger
 }
 
 // Region is one running region of the playground.
@@ -47,7 +51,10 @@ type Region struct {
 // Playground is a running global instance.
 type Playground struct {
 	Regions []*Region
-	stop    []func()
+	// DevRedis is set when the regions run on the embedded development-only
+	// Redis instead of redis-server.
+	DevRedis bool
+	stop     []func()
 }
 
 // Start starts every region and returns once all serve.
@@ -67,10 +74,7 @@ func Start(ctx context.Context, cfg Config) (p *Playground, err error) {
 	if cfg.PortBase < 1024 || cfg.PortBase+cfg.Regions > 65535 {
 		return nil, fmt.Errorf("playground: --port-base %d leaves no room for %d regions", cfg.PortBase, cfg.Regions)
 	}
-	if !redisproc.Installed() {
-		return nil, errors.New(`playground: no redis-server on PATH; install it (Debian: apt-get install redis-server, or "go tool task deps")`)
-	}
-	p = &Playground{}
+	p = &Playground{DevRedis: cfg.EmbeddedRedis || !redisproc.Installed()}
 	defer func() {
 		if err != nil {
 			p.Close()
@@ -84,7 +88,7 @@ func Start(ctx context.Context, cfg Config) (p *Playground, err error) {
 		p.stop = append(p.stop, func() { _ = os.RemoveAll(dir) })
 	}
 	type infra struct {
-		redis *redisproc.Proc
+		redis string // address
 		nats  *server.Server
 	}
 	regions := make([]infra, cfg.Regions)
@@ -95,17 +99,28 @@ func Start(ctx context.Context, cfg Config) (p *Playground, err error) {
 				return nil, err
 			}
 		}
-		rp, err := redisproc.Start(ctx, redisproc.Options{Dir: filepath.Join(dir, name, "redis"), AppendOnly: true})
-		if err != nil {
-			return nil, err
+		var raddr string
+		if p.DevRedis {
+			dr, err := devredis.Start("127.0.0.1:0")
+			if err != nil {
+				return nil, err
+			}
+			p.stop = append(p.stop, func() { _ = dr.Close() })
+			raddr = dr.Addr()
+		} else {
+			rp, err := redisproc.Start(ctx, redisproc.Options{Dir: filepath.Join(dir, name, "redis"), AppendOnly: true})
+			if err != nil {
+				return nil, err
+			}
+			p.stop = append(p.stop, rp.Stop)
+			raddr = rp.Addr()
 		}
-		p.stop = append(p.stop, rp.Stop)
 		ns, err := embednats.Start(embednats.Options{Name: cfg.Instance + "-" + name, StoreDir: filepath.Join(dir, name, "nats")})
 		if err != nil {
 			return nil, err
 		}
 		p.stop = append(p.stop, func() { ns.Shutdown(); ns.WaitForShutdown() })
-		regions[i] = infra{redis: rp, nats: ns}
+		regions[i] = infra{redis: raddr, nats: ns}
 	}
 	for i, in := range regions {
 		name := RegionNames[i]
@@ -119,7 +134,7 @@ func Start(ctx context.Context, cfg Config) (p *Playground, err error) {
 			Instance: cfg.Instance,
 			Region:   name,
 			Listen:   fmt.Sprintf("127.0.0.1:%d", cfg.PortBase+i),
-			Redis:    redis.Options{Addr: in.redis.Addr()},
+			Redis:    redis.Options{Addr: in.redis},
 			NATS:     daemon.NATS{URL: in.nats.ClientURL()},
 			Peers:    peers,
 			HTTP:     "127.0.0.1:0",
@@ -137,6 +152,10 @@ func Start(ctx context.Context, cfg Config) (p *Playground, err error) {
 // "region <id> redis://127.0.0.1:<port>", then comment lines with each
 // region's HTTP endpoint and NATS URL.
 func (p *Playground) Describe(w io.Writer) {
+	if p.DevRedis {
+		_, _ = fmt.Fprintln(w, "# "+devredis.Notice)
+		_, _ = fmt.Fprintln(w, "# (no redis-server on PATH, or --embedded-redis; install Debian's redis-server for the real thing)")
+	}
 	for _, r := range p.Regions {
 		_, _ = fmt.Fprintf(w, "region %s redis://%s\n", r.Name, r.Addr)
 	}

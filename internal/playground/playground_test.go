@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,10 +38,18 @@ func freePortBase(t *testing.T, n int) int {
 // TestPlayground starts the playground as `go tool task demo` does and uses
 // it as a newcomer would: one line per region, a write in one region shows
 // in the others.
-func TestPlayground(t *testing.T) {
+func TestPlayground(t *testing.T) { runPlayground(t, false) }
+
+// TestPlaygroundEmbeddedRedis: the fallback for machines without
+// redis-server, the embedded development-only Redis, runs the same engine
+// and says so.
+func TestPlaygroundEmbeddedRedis(t *testing.T) { runPlayground(t, true) }
+
+func runPlayground(t *testing.T, embedded bool) {
+	t.Helper()
 	base := freePortBase(t, 4)
 	ctx, cancel := context.WithCancel(context.Background())
-	p, err := Start(ctx, Config{Regions: 4, PortBase: base, Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
+	p, err := Start(ctx, Config{Regions: 4, PortBase: base, EmbeddedRedis: embedded, Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,6 +66,9 @@ func TestPlayground(t *testing.T) {
 	lines := regexp.MustCompile(`(?m)^region ([a-z]+) redis://127\.0\.0\.1:(\d+)$`).FindAllStringSubmatch(out.String(), -1)
 	if len(lines) != 4 {
 		t.Fatalf("want 4 region lines, got:\n%s", out.String())
+	}
+	if embedded != strings.Contains(out.String(), "FOR DEVELOPMENT ONLY") {
+		t.Fatalf("embedded=%v but the output says:\n%s", embedded, out.String())
 	}
 	for i, l := range lines {
 		if l[2] != fmt.Sprint(base+i) {

@@ -1,0 +1,85 @@
+package child
+
+import (
+	"context"
+	_ "embed"
+	"fmt"
+	"sort"
+
+	"github.com/globalreplica/globalreplica/crdt"
+)
+
+// luaGC is gr_gc, tombstone collection (appended to the library before
+// register.lua).
+//
+//go:embed lua/gc.lua
+var luaGC string
+
+// GCBatch is how many keys one gr_gc call scans (SCAN COUNT): each call is
+// one atomic step in Redis, so this bounds how long it holds Redis.
+const GCBatch = 256
+
+// GCStats is what one collection did.
+type GCStats struct {
+	Scanned  int // keys visited (database 1 state keys and database 0 strings)
+	Removals int // removal-context entries dropped (elements' and expiry registers')
+	Elements int // tombstone elements dropped (string tombstones, hash fields, members)
+}
+
+// Collected is the number of tombstones collected: removal-context entries
+// and empty elements dropped.
+func (s GCStats) Collected() int { return s.Removals + s.Elements }
+
+// CollectTombstones applies the model's tombstone collection (crdt.Key.GC)
+// with floor to the region's whole state: floor is the pointwise minimum of
+// the applied vectors of every region that is not evicted (manager.Floor),
+// so everything at or below it has been applied everywhere. It scans
+// database 1's per-key state and database 0's live strings in steps of
+// GCBatch keys, each one atomic function call, so writes and applies go on
+// in between; it changes nothing visible. It returns how many tombstones it
+// collected.
+func (e *Engine) CollectTombstones(ctx context.Context, floor crdt.Vector) (int, error) {
+	st, err := e.GC(ctx, floor)
+	return st.Collected(), err
+}
+
+// GC is CollectTombstones with the details.
+func (e *Engine) GC(ctx context.Context, floor crdt.Vector) (GCStats, error) {
+	var st GCStats
+	fl := make([]any, 0, 2*len(floor))
+	regions := make([]string, 0, len(floor))
+	for r := range floor {
+		regions = append(regions, r)
+	}
+	sort.Strings(regions)
+	for _, r := range regions {
+		if floor[r] > 0 {
+			fl = append(fl, r, floor[r])
+		}
+	}
+	for _, phase := range []int{1, 0} {
+		cursor := "0"
+		for {
+			if err := ctx.Err(); err != nil {
+				return st, err
+			}
+			argv := append([]any{phase, cursor, GCBatch}, fl...)
+			v, err := e.fcall(ctx, "gr_gc", argv)
+			if err != nil {
+				return st, fmt.Errorf("child: collecting tombstones: %w", err)
+			}
+			arr, ok := v.([]any)
+			if !ok || len(arr) != 4 {
+				return st, fmt.Errorf("child: unexpected gc reply %v", v)
+			}
+			cursor, _ = arr[0].(string)
+			st.Scanned += int(toInt(arr[1]))
+			st.Removals += int(toInt(arr[2]))
+			st.Elements += int(toInt(arr[3]))
+			if cursor == "0" || cursor == "" {
+				break
+			}
+		}
+	}
+	return st, nil
+}

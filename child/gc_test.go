@@ -1,0 +1,281 @@
+package child
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/globalreplica/globalreplica/crdt"
+)
+
+// TestGCMatchesModel runs the concurrent histories of the remote
+// differential test (two model regions and the engine's region) and, at
+// random points, collects tombstones in the engine with gr_gc and in the
+// model with Key.GC with the same floor. The engine's state must equal the
+// model's element by element (tombstones included) after every collection.
+//
+// With valid floors (the pointwise minimum of every region's applied
+// vector, as the manager computes it), the ops that arrive later, all above
+// the floor, must not resurrect anything: in the end the engine shows the
+// same state as a witness region that received every op and never
+// collected. With arbitrary floors (rounds marked wild) the collection is
+// unsafe for the semantics, but the engine must still do exactly what the
+// model does.
+func TestGCMatchesModel(t *testing.T) {
+	ctx := context.Background()
+	e := newTestEngine(t, "iad")
+	collected, gcRuns, droppedKeys := 0, 0, 0
+	for round := range 40 {
+		wild := round%4 == 3
+		if err := e.rdb.FlushAll(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.MarkReady(ctx); err != nil {
+			t.Fatal(err)
+		}
+		r := rand.New(rand.NewPCG(uint64(round), 31))
+		regions := map[string]*region{}
+		for _, name := range []string{"fra", "sgp"} {
+			regions[name] = &region{store: crdt.NewStore(name), next: map[string]int{}}
+		}
+		mirror := crdt.NewStore("iad")
+		var own []*crdt.Op
+		engineNext := map[string]int{}
+		syncOwn := func() {
+			raw, err := e.ReadLog(ctx, 1000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := e.TrimLog(ctx, int64(len(raw))); err != nil {
+				t.Fatal(err)
+			}
+			for _, b := range raw {
+				op, err := crdt.UnmarshalOp(b)
+				if err != nil {
+					t.Fatal(err)
+				}
+				mirror.Apply(op)
+				own = append(own, op)
+			}
+		}
+		deliverToEngine := func(origin string) {
+			src := regions[origin].ops
+			i := engineNext[origin]
+			if i >= len(src) {
+				return
+			}
+			n := 1 + r.IntN(len(src)-i)
+			var batch [][]byte
+			for _, op := range src[i : i+n] {
+				b, err := op.MarshalBinary()
+				if err != nil {
+					t.Fatal(err)
+				}
+				batch = append(batch, b)
+				mirror.Apply(op)
+			}
+			if _, err := e.Apply(ctx, origin, batch); err != nil {
+				t.Fatal(err)
+			}
+			engineNext[origin] = i + n
+		}
+		all := func() map[string][]*crdt.Op {
+			return map[string][]*crdt.Op{"fra": regions["fra"].ops, "sgp": regions["sgp"].ops, "iad": own}
+		}
+		deliverToModel := func(to *region) {
+			for from, src := range all() {
+				if from == to.store.Region {
+					continue
+				}
+				for to.next[from] < len(src) && r.IntN(2) == 0 {
+					to.store.Apply(src[to.next[from]])
+					to.next[from]++
+				}
+			}
+		}
+		collect := func(what string) {
+			pos, err := e.Position(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			floor := crdt.Min(pos.Applied, regions["fra"].store.Applied, regions["sgp"].store.Applied)
+			if wild {
+				floor = crdt.Vector{}
+				for _, reg := range []string{"fra", "sgp", "iad"} {
+					if n := len(all()[reg]); n > 0 {
+						floor[reg] = uint64(r.IntN(n + 1))
+					}
+				}
+			}
+			before, _ := e.meta.DBSize(ctx).Result()
+			st, err := e.GC(ctx, floor)
+			if err != nil {
+				t.Fatal(err)
+			}
+			after, _ := e.meta.DBSize(ctx).Result()
+			droppedKeys += int(before - after)
+			collected += st.Collected()
+			gcRuns++
+			mirror.GC(floor)
+			if !wild {
+				for _, reg := range regions {
+					reg.store.GC(floor)
+				}
+			}
+			what = fmt.Sprintf("%s: after GC with floor %v", what, floor)
+			sameSnapshot(t, what, redisSnapshot(t, e), mirror.Snapshot(time.Now().UnixMilli()))
+			sameState(t, what, e, mirror, false)
+			// a second collection with the same floor finds nothing
+			if st, err := e.GC(ctx, floor); err != nil || st.Collected() != 0 {
+				t.Fatalf("%s: second collection: %+v %v", what, st, err)
+			}
+		}
+		for step := range 150 {
+			now := time.Now().UnixMilli()
+			switch x := r.IntN(12); {
+			case x < 3:
+				c := randomCmd(r, now)
+				_, _ = e.Write(ctx, c.args[0], c.args[1:]...)
+				syncOwn()
+			case x < 6:
+				reg := regions[[]string{"fra", "sgp"}[r.IntN(2)]]
+				skew := int64(r.IntN(101) - 50)
+				c := randomCmd(r, now+skew)
+				if _, op, _ := c.model(reg.store, now+skew); op != nil {
+					reg.ops = append(reg.ops, op)
+				}
+			case x < 8:
+				deliverToEngine([]string{"fra", "sgp"}[r.IntN(2)])
+			case x < 10:
+				deliverToModel(regions[[]string{"fra", "sgp"}[r.IntN(2)]])
+			default:
+				collect(fmt.Sprintf("round %d step %d", round, step))
+			}
+		}
+		// deliver everything everywhere, collect once more, compare
+		for _, o := range []string{"fra", "sgp"} {
+			for engineNext[o] < len(regions[o].ops) {
+				deliverToEngine(o)
+			}
+		}
+		for _, reg := range regions {
+			for from, src := range all() {
+				for ; from != reg.store.Region && reg.next[from] < len(src); reg.next[from]++ {
+					reg.store.Apply(src[reg.next[from]])
+				}
+			}
+		}
+		collect(fmt.Sprintf("round %d final", round))
+		if wild {
+			continue
+		}
+		witness := crdt.NewStore("witness")
+		for _, src := range all() {
+			for _, op := range src {
+				witness.Apply(op)
+			}
+		}
+		now := time.Now().UnixMilli()
+		got := redisSnapshot(t, e)
+		sameSnapshot(t, fmt.Sprintf("round %d: engine after GC vs a region that never collected", round), got, witness.Snapshot(now))
+		for name, reg := range regions {
+			sameSnapshot(t, fmt.Sprintf("round %d: engine vs %s", round, name), got, reg.store.Snapshot(now))
+		}
+	}
+	if gcRuns < 100 || collected < 200 || droppedKeys < 20 {
+		t.Fatalf("weak histories: %d collections, %d tombstones collected, %d state keys dropped", gcRuns, collected, droppedKeys)
+	}
+	t.Logf("%d collections, %d tombstones collected, %d state keys dropped", gcRuns, collected, droppedKeys)
+}
+
+// TestGCNoResurrection: a deleted value whose tombstone was collected does
+// not come back when an op above the floor arrives, and a removal context
+// that a live counter run of its region still needs is kept.
+func TestGCNoResurrection(t *testing.T) {
+	ctx := context.Background()
+	p := newPair(t, "iad", "fra")
+	// fra writes, iad applies, iad deletes, fra applies the delete
+	set := p.remoteWrite("k", func(k *crdt.Key, st crdt.Stamp) (*crdt.Op, error) {
+		op, _, _, _, err := k.Set("k", "old", crdt.SetOpts{}, st)
+		return op, err
+	})
+	p.deliver(set)
+	p.local("del", "k")
+	p.local("hset", "h", "f", "1")
+	p.local("hdel", "h", "f")
+	p.toRemote()
+	// both regions applied everything: the floor covers it all
+	pos, err := p.e.Position(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	floor := crdt.Min(pos.Applied, p.remote.Applied)
+	n, err := p.e.CollectTombstones(ctx, floor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 {
+		t.Fatal("nothing collected")
+	}
+	p.mirror.GC(floor)
+	p.remote.GC(floor)
+	sameState(t, "after GC", p.e, p.mirror, false)
+	if keys, _ := p.e.meta.Keys(ctx, "[khszx]:*").Result(); len(keys) != 0 {
+		t.Fatalf("state left after collecting everything: %v", keys)
+	}
+	// later ops of fra, above the floor, bring back nothing deleted
+	later := p.remoteWrite("k", func(k *crdt.Key, st crdt.Stamp) (*crdt.Op, error) {
+		op, _, err := k.HSet("k", []crdt.Field{{Name: "g", Val: "x"}}, st)
+		return op, err
+	})
+	later2 := p.remoteWrite("h", func(k *crdt.Key, st crdt.Stamp) (*crdt.Op, error) {
+		op, _, err := k.HSet("h", []crdt.Field{{Name: "g", Val: "y"}}, st)
+		return op, err
+	})
+	p.deliver(later, later2)
+	for key, want := range map[string]string{"k": "g=x", "h": "g=y"} {
+		v, ok, err := p.e.DumpKey(ctx, key)
+		if err != nil || !ok || v.Type != crdt.TypeHash || len(v.Fields) != 1 || v.Fields[0].Name+"="+v.Fields[0].Val != want {
+			t.Fatalf("%s after GC and a later write: %+v %v %v", key, v, ok, err)
+		}
+	}
+	p.mirror.GC(floor)
+	sameState(t, "after later ops", p.e, p.mirror, false)
+
+	// a counter: iad increments, fra deletes what it observed, iad keeps
+	// incrementing in the same run before it sees the delete
+	p.local("incrby", "c", "5")
+	p.toRemote()
+	del := p.remoteWrite("c", func(k *crdt.Key, st crdt.Stamp) (*crdt.Op, error) {
+		op, _ := k.Del("c", st)
+		return op, nil
+	})
+	p.local("incrby", "c", "2") // concurrent with the delete: survives
+	p.deliver(del)
+	if v, _, _ := p.e.Get(ctx, "c"); v != "2" {
+		t.Fatalf("c = %q, want 2", v)
+	}
+	pos, _ = p.e.Position(ctx)
+	p.toRemote()
+	floor = crdt.Min(pos.Applied, p.remote.Applied)
+	if _, err := p.e.CollectTombstones(ctx, floor); err != nil {
+		t.Fatal(err)
+	}
+	p.mirror.GC(floor)
+	sameState(t, "counter after GC", p.e, p.mirror, false)
+	// the removal context is still needed to subtract the 5: it stays
+	raw, err := p.e.rdb.Get(ctx, "c").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	el, _, _ := crdt.UnmarshalState(crdt.TypeString, []byte(raw))
+	if _, ok := el.Rm["iad"]; !ok {
+		t.Fatalf("the removal context a live run needs was collected: %+v", el)
+	}
+	p.local("incrby", "c", "1")
+	if v, _, _ := p.e.Get(ctx, "c"); v != "3" {
+		t.Fatalf("c = %q, want 3", v)
+	}
+}
