@@ -99,8 +99,13 @@ func TestVerifyAndConflicts(t *testing.T) {
 	waitGet(t, sgp.c, "color", "blue")
 	waitGet(t, fra.c, "color", "blue")
 
+	// fra shows blue at once (its own write): wait until it applied red too
 	var cv conflictsView
-	c.runJSON(&cv, exitOK, "conflicts")
+	eventually(t, "both regions resolved the conflict", func() bool {
+		cv = conflictsView{}
+		c.runJSON(&cv, exitOK, "conflicts")
+		return cv.Totals["lww"] >= 2
+	})
 	if len(cv.Conflicts) != 2 || cv.Totals["lww"] != 2 || cv.Counts["sgp"]["lww"] != 1 || cv.Counts["fra"]["lww"] != 1 || len(cv.Unreachable) != 0 {
 		t.Fatalf("conflicts = %+v", cv)
 	}

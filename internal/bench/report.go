@@ -48,6 +48,8 @@ type Report struct {
 	Lag      *LagResult        `json:"lag,omitempty"`
 	Catchup  *CatchupResult    `json:"catchup,omitempty"`
 	Errors   map[string]string `json:"errors,omitempty"`
+	// Loads is the load average when each benchmark started.
+	Loads map[string]string `json:"load_avg_at_start_of,omitempty"`
 }
 
 // Run runs the selected benchmarks one after the other. A benchmark that
@@ -65,24 +67,33 @@ func Run(ctx context.Context, env Env, cfg Config) *Report {
 		rep.Errors[name] = err.Error()
 		env.say("%s failed: %v", name, err)
 	}
-	want := func(name string) bool { return len(cfg.Only) == 0 || cfg.Only[name] }
+	want := func(name string) bool {
+		ok := (len(cfg.Only) == 0 || cfg.Only[name]) && ctx.Err() == nil
+		if ok {
+			if rep.Loads == nil {
+				rep.Loads = map[string]string{}
+			}
+			rep.Loads[name] = LoadAvg()
+		}
+		return ok
+	}
 	var err error
-	if want("endpoint") && ctx.Err() == nil {
+	if want("endpoint") {
 		if rep.Endpoint, err = Endpoint(ctx, env, cfg.Endpoint); err != nil {
 			fail("endpoint", err)
 		}
 	}
-	if want("memory") && ctx.Err() == nil {
+	if want("memory") {
 		if rep.Memory, err = Memory(ctx, env, cfg.Memory); err != nil {
 			fail("memory", err)
 		}
 	}
-	if want("lag") && ctx.Err() == nil {
+	if want("lag") {
 		if rep.Lag, err = Lag(ctx, env, cfg.Lag); err != nil {
 			fail("lag", err)
 		}
 	}
-	if want("catchup") && ctx.Err() == nil {
+	if want("catchup") {
 		if rep.Catchup, err = Catchup(ctx, env, cfg.Catchup); err != nil {
 			fail("catchup", err)
 		}
@@ -115,6 +126,11 @@ func (r *Report) WriteText(w io.Writer) {
 	p("machine       %d CPUs (nproc), %s, %.1f GiB RAM, Linux %s\n", m.NProc, m.CPUModel, m.MemTotalGiB, m.Kernel)
 	p("software      %s, %s\n", m.GoVersion, m.RedisVersion)
 	p("load average  %s at start, %s at end (1, 5, 15 min)\n", m.LoadStart, m.LoadEnd)
+	for _, n := range Names {
+		if l, ok := r.Loads[n]; ok {
+			p("              %s when %s started\n", l, n)
+		}
+	}
 	p("duration      %.0f s\n", r.Seconds)
 
 	if e := r.Endpoint; e != nil {

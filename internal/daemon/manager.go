@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -12,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/globalreplica/globalreplica/child"
+	"github.com/globalreplica/globalreplica/crdt"
 	"github.com/globalreplica/globalreplica/manager"
 )
 
@@ -78,6 +80,9 @@ type managed struct {
 	peers map[string]*managedPeer // by origin
 	last  *manager.State          // last desired state applied
 	retry bool                    // the last apply left something to retry
+
+	gcAt   time.Time   // the floor last collected
+	gcBusy atomic.Bool // a collection runs
 }
 
 type managedPeer struct {
@@ -173,6 +178,7 @@ func (m *managed) session(ctx context.Context, store *manager.Store) error {
 				return errors.New("daemon: the watch of the desired state stopped")
 			}
 			m.apply(ctx, st)
+			m.collect(ctx, st.Floor)
 		case <-resync.C:
 			m.mu.Lock()
 			last, again := m.last, m.retry
@@ -348,4 +354,28 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
+}
+
+// collect collects the region's tombstones below a new floor, in the
+// background, one collection at a time, by the child holding the region's
+// "gc" lease.
+func (m *managed) collect(ctx context.Context, f *manager.Floor) {
+	if f == nil || !f.At.After(m.gcAt) || !m.gcBusy.CompareAndSwap(false, true) {
+		return
+	}
+	m.gcAt = f.At
+	floor := crdt.Vector(f.Applied)
+	go func() {
+		defer m.gcBusy.Store(false)
+		lead, err := m.d.Engine.Lease(ctx, "gc", m.d.cfg.Owner, time.Minute)
+		if err != nil || !lead {
+			return
+		}
+		n, err := m.d.Engine.CollectTombstones(ctx, floor)
+		if err != nil {
+			m.log.Warn().Err(err).Msg("tombstone collection failed")
+			return
+		}
+		m.log.Info().Int("collected", n).Str("floor", floor.String()).Msg("tombstones collected")
+	}()
 }
