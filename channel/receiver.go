@@ -78,6 +78,9 @@ func (c *ReceiverConfig) validate() error {
 	return nil
 }
 
+// errResync makes a session start over from the applied vector.
+var errResync = errors.New("channel: delivery jumped ahead of the applied vector")
+
 // Status is a channel's state as operators see it.
 type Status struct {
 	Origin      string         `json:"origin"`
@@ -203,11 +206,13 @@ func (r *Receiver) Run(ctx context.Context) error {
 		err := r.session(ctx)
 		switch {
 		case ctx.Err() != nil:
-		case errors.Is(err, child.ErrGap):
+		case errors.Is(err, child.ErrGap), errors.Is(err, errResync):
 			// The destination's applied vector is not where this session
-			// thought (its Redis lost state, or another child applied):
-			// start over from the applied vector, which decides.
-			r.log.Warn().Err(err).Msg("applied vector moved; restarting the channel from it")
+			// thought (its Redis lost state, or another child applied), or
+			// the deliveries jumped (an abandoned fetch): start over from
+			// the applied vector, which decides.
+			r.log.Warn().Err(err).Msg("restarting the channel from the applied vector")
+			sleep(ctx, 50*time.Millisecond)
 			continue
 		case errors.Is(err, resume.ErrGap):
 			err = fmt.Errorf("%w: %w", ErrNeedsRebuild, err)
@@ -345,7 +350,11 @@ func (r *Receiver) step(ctx context.Context, cons jetstream.Consumer, expect *ui
 		}
 		skip, err := resume.CheckNext(r.cfg.Origin, *expect, m.Sequence.Stream)
 		if err != nil {
-			return err
+			// A jump in what the consumer delivers is not yet a gap:
+			// messages of an abandoned fetch are redelivered only after the
+			// ack wait. Start over from the applied vector; the stream's
+			// first sequence then tells whether ops really aged out.
+			return fmt.Errorf("%w: %w", errResync, err)
 		}
 		last, md = msg, m
 		if skip {

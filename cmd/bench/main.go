@@ -55,8 +55,8 @@ Flags:
 	fs.StringVar(&only, "only", "", "comma-separated benchmarks to run: "+strings.Join(bench.Names, ","))
 	fs.BoolVar(&verbose, "v", false, "show the playground's log (warnings and errors)")
 	fs.DurationVar(&timeout, "timeout", 20*time.Minute, "stop the whole run after this long")
-	fs.Float64Var(&maxLoad, "max-load", 0, "before starting, wait (up to -load-wait) until the 1-minute load average is below this; 0: do not wait")
-	fs.DurationVar(&loadWait, "load-wait", 5*time.Minute, "how long -max-load waits at most")
+	fs.Float64Var(&maxLoad, "max-load", 0, "before each benchmark, wait (up to -load-wait) until the 1-minute load average is below this; 0: do not wait")
+	fs.DurationVar(&loadWait, "load-wait", 5*time.Minute, "how long -max-load waits at most, per benchmark")
 	fs.IntVar(&cfg.Endpoint.Clients, "clients", 0, "redis-benchmark -c (default 50)")
 	fs.IntVar(&cfg.Endpoint.Requests, "requests", 0, "redis-benchmark -n per test (default 200000; --quick 50000)")
 	fs.IntVar(&cfg.Memory.Keys, "keys", 0, "keys of the memory benchmark (default 1000000; --quick 200000)")
@@ -95,7 +95,9 @@ Flags:
 	}
 	env := bench.Env{Progress: os.Stderr, Log: zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).Level(level).With().Timestamp().Logger()}
 	if maxLoad > 0 {
-		waitLoad(ctx, maxLoad, loadWait)
+		cfg.BeforeEach = func(ctx context.Context, name string) {
+			waitLoad(ctx, name, maxLoad, loadWait)
+		}
 	}
 	rep := bench.Run(ctx, env, cfg)
 	if asJSON {
@@ -115,8 +117,8 @@ Flags:
 }
 
 // waitLoad waits, bounded by maxWait, until the 1-minute load average drops
-// below limit, so that measurements compete less with other work.
-func waitLoad(ctx context.Context, limit float64, maxWait time.Duration) {
+// below limit, so that the benchmark name competes less with other work.
+func waitLoad(ctx context.Context, name string, limit float64, maxWait time.Duration) {
 	deadline := time.Now().Add(maxWait)
 	for {
 		l := bench.Load1()
@@ -124,10 +126,10 @@ func waitLoad(ctx context.Context, limit float64, maxWait time.Duration) {
 			return
 		}
 		if time.Now().After(deadline) {
-			_, _ = fmt.Fprintf(os.Stderr, "bench: load average %.2f still ≥ %.2f after %s; running anyway\n", l, limit, maxWait)
+			_, _ = fmt.Fprintf(os.Stderr, "bench: load average %.2f still ≥ %.2f after %s; running %s anyway\n", l, limit, maxWait, name)
 			return
 		}
-		_, _ = fmt.Fprintf(os.Stderr, "bench: load average %.2f ≥ %.2f, waiting\n", l, limit)
+		_, _ = fmt.Fprintf(os.Stderr, "bench: load average %.2f ≥ %.2f, waiting before %s\n", l, limit, name)
 		select {
 		case <-ctx.Done():
 			return

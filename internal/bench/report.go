@@ -20,6 +20,9 @@ type Config struct {
 	Memory   MemoryConfig
 	Lag      LagConfig
 	Catchup  CatchupConfig
+	// BeforeEach, if set, is called before each benchmark (cmd/bench waits
+	// there for a quiet machine with --max-load).
+	BeforeEach func(ctx context.Context, name string)
 }
 
 // QuickDefaults fills what is unset with the --quick sizes.
@@ -48,8 +51,8 @@ type Report struct {
 	Lag      *LagResult        `json:"lag,omitempty"`
 	Catchup  *CatchupResult    `json:"catchup,omitempty"`
 	Errors   map[string]string `json:"errors,omitempty"`
-	// Loads is the load average when each benchmark started.
-	Loads map[string]string `json:"load_avg_at_start_of,omitempty"`
+	// Loads is the load average when each benchmark started and ended.
+	Loads map[string][2]string `json:"load_avg_start_end,omitempty"`
 }
 
 // Run runs the selected benchmarks one after the other. A benchmark that
@@ -70,33 +73,45 @@ func Run(ctx context.Context, env Env, cfg Config) *Report {
 	want := func(name string) bool {
 		ok := (len(cfg.Only) == 0 || cfg.Only[name]) && ctx.Err() == nil
 		if ok {
-			if rep.Loads == nil {
-				rep.Loads = map[string]string{}
+			if cfg.BeforeEach != nil {
+				cfg.BeforeEach(ctx, name)
 			}
-			rep.Loads[name] = LoadAvg()
+			if rep.Loads == nil {
+				rep.Loads = map[string][2]string{}
+			}
+			rep.Loads[name] = [2]string{LoadAvg()}
 		}
 		return ok
+	}
+	ended := func(name string) {
+		if l, ok := rep.Loads[name]; ok {
+			rep.Loads[name] = [2]string{l[0], LoadAvg()}
+		}
 	}
 	var err error
 	if want("endpoint") {
 		if rep.Endpoint, err = Endpoint(ctx, env, cfg.Endpoint); err != nil {
 			fail("endpoint", err)
 		}
+		ended("endpoint")
 	}
 	if want("memory") {
 		if rep.Memory, err = Memory(ctx, env, cfg.Memory); err != nil {
 			fail("memory", err)
 		}
+		ended("memory")
 	}
 	if want("lag") {
 		if rep.Lag, err = Lag(ctx, env, cfg.Lag); err != nil {
 			fail("lag", err)
 		}
+		ended("lag")
 	}
 	if want("catchup") {
 		if rep.Catchup, err = Catchup(ctx, env, cfg.Catchup); err != nil {
 			fail("catchup", err)
 		}
+		ended("catchup")
 	}
 	if ctx.Err() != nil {
 		fail("run", ctx.Err())
@@ -128,7 +143,7 @@ func (r *Report) WriteText(w io.Writer) {
 	p("load average  %s at start, %s at end (1, 5, 15 min)\n", m.LoadStart, m.LoadEnd)
 	for _, n := range Names {
 		if l, ok := r.Loads[n]; ok {
-			p("              %s when %s started\n", l, n)
+			p("              %s when %s started, %s when it ended\n", l[0], n, l[1])
 		}
 	}
 	p("duration      %.0f s\n", r.Seconds)
