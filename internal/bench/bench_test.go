@@ -79,7 +79,7 @@ func TestPercentile(t *testing.T) {
 
 func TestProcCPU(t *testing.T) {
 	if _, err := os.Stat("/proc/self/stat"); err != nil {
-		t.Skip("no /proc")
+		t.Fatalf("no /proc: the CPU figures of the benchmark need Linux's /proc (%v)", err)
 	}
 	if v := procCPU(os.Getpid()); v < 0 {
 		t.Errorf("procCPU(self) = %v", v)
@@ -98,7 +98,7 @@ func TestSmoke(t *testing.T) {
 	}
 	for _, tool := range []string{"redis-server", "redis-benchmark"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not on PATH", tool)
+			t.Fatalf("%s not on PATH: run \"go tool task deps\"", tool)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
