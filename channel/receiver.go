@@ -79,7 +79,7 @@ func (c *ReceiverConfig) validate() error {
 }
 
 // errResync makes a session start over from the applied vector.
-var errResync = errors.New("channel: delivery jumped ahead of the applied vector")
+var errResync = errors.New("channel: resync from the applied vector")
 
 // Status is a channel's state as operators see it.
 type Status struct {
@@ -315,6 +315,17 @@ func (r *Receiver) session(ctx context.Context) error {
 			if !lead {
 				return errors.New("channel: lost the receiver lease to another child")
 			}
+			// A Redis that lost its state (wiped, restarted without
+			// persistence, a promoted replica that lagged) has an applied
+			// vector behind this session: start over from it even when
+			// the origin is quiet and no apply would notice.
+			pos, err := r.applier.Position(ctx)
+			if err != nil {
+				return err
+			}
+			if applied := pos.Applied[r.cfg.Origin]; applied+1 < expect {
+				return fmt.Errorf("%w: the applied vector went back to %d while this session was at %d", errResync, applied, expect-1)
+			}
 			leaseAt = time.Now()
 		}
 		r.setState(StateRunning, nil)
@@ -354,7 +365,7 @@ func (r *Receiver) step(ctx context.Context, cons jetstream.Consumer, expect *ui
 			// messages of an abandoned fetch are redelivered only after the
 			// ack wait. Start over from the applied vector; the stream's
 			// first sequence then tells whether ops really aged out.
-			return fmt.Errorf("%w: %w", errResync, err)
+			return fmt.Errorf("%w: delivery jumped ahead: %w", errResync, err)
 		}
 		last, md = msg, m
 		if skip {
