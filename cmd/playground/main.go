@@ -27,12 +27,16 @@ func main() {
 		Short: "Run a Global Replica instance of several regions on this machine",
 		Long: `Starts a global instance of several regions on one machine. Each region runs a
 real redis-server, an embedded NATS server with JetStream and a child endpoint;
-every region replicates to every other. It prints one line per region:
+every region replicates to every other. The channel manager runs too: its
+config store on an embedded NATS server of its own, and its control loop. It
+prints one line per region and one for the manager:
 
   region <id> redis://127.0.0.1:<port>
+  manager nats://127.0.0.1:<port>
 
 Point redis-cli (or any client) at a region and watch writes appear in the
-others. Stop with Ctrl-C. State lives in a temporary folder unless --data is set.`,
+others; point channel-manager --nats at the manager's URL to see and steer
+the channels (channel status, channel pause, verify, conflicts). Stop with Ctrl-C. State lives in a temporary folder unless --data is set.`,
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			level := zerolog.WarnLevel

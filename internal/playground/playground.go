@@ -1,7 +1,8 @@
 // Package playground runs a whole global instance on one machine: several
 // regions, each with its own Redis, its own embedded NATS server with
-// JetStream and its child, all channels between them. It is what `go tool
-// task demo` starts.
+// JetStream and its child, all channels between them, and the channel
+// manager: its config store on an embedded NATS server of its own and its
+// control loop. It is what `go tool task demo` starts.
 package playground
 
 import (
@@ -12,8 +13,11 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
@@ -21,6 +25,7 @@ import (
 	"github.com/globalreplica/globalreplica/internal/devredis"
 	"github.com/globalreplica/globalreplica/internal/embednats"
 	"github.com/globalreplica/globalreplica/internal/redisproc"
+	"github.com/globalreplica/globalreplica/manager"
 )
 
 // RegionNames are the region ids the playground hands out, in order.
@@ -51,9 +56,15 @@ type Region struct {
 // Playground is a running global instance.
 type Playground struct {
 	Regions []*Region
+	// Manager is the URL of the NATS that holds the channel manager's config
+	// store (`channel-manager --nats <url>`).
+	Manager string
 	// DevRedis is set when the regions run on the embedded development-only
 	// Redis instead of redis-server.
 	DevRedis bool
+	instance string
+	store    *manager.Store
+	log      zerolog.Logger
 	stop     []func()
 }
 
@@ -74,7 +85,7 @@ func Start(ctx context.Context, cfg Config) (p *Playground, err error) {
 	if cfg.PortBase < 1024 || cfg.PortBase+cfg.Regions > 65535 {
 		return nil, fmt.Errorf("playground: --port-base %d leaves no room for %d regions", cfg.PortBase, cfg.Regions)
 	}
-	p = &Playground{DevRedis: cfg.EmbeddedRedis || !redisproc.Installed()}
+	p = &Playground{DevRedis: cfg.EmbeddedRedis || !redisproc.Installed(), instance: cfg.Instance, log: cfg.Log}
 	defer func() {
 		if err != nil {
 			p.Close()
@@ -86,10 +97,6 @@ func Start(ctx context.Context, cfg Config) (p *Playground, err error) {
 			return nil, err
 		}
 		p.stop = append(p.stop, func() { _ = os.RemoveAll(dir) })
-	}
-	type infra struct {
-		redis string // address
-		nats  *server.Server
 	}
 	regions := make([]infra, cfg.Regions)
 	for i := range regions {
@@ -122,21 +129,18 @@ func Start(ctx context.Context, cfg Config) (p *Playground, err error) {
 		p.stop = append(p.stop, func() { ns.Shutdown(); ns.WaitForShutdown() })
 		regions[i] = infra{redis: raddr, nats: ns}
 	}
+	if err := p.startManager(ctx, cfg, dir, regions); err != nil {
+		return nil, err
+	}
 	for i, in := range regions {
 		name := RegionNames[i]
-		var peers []daemon.Peer
-		for j, o := range regions {
-			if j != i {
-				peers = append(peers, daemon.Peer{Region: RegionNames[j], NATS: daemon.NATS{URL: o.nats.ClientURL()}})
-			}
-		}
 		d, err := daemon.Start(ctx, daemon.Config{
 			Instance: cfg.Instance,
 			Region:   name,
 			Listen:   fmt.Sprintf("127.0.0.1:%d", cfg.PortBase+i),
 			Redis:    redis.Options{Addr: in.redis},
 			NATS:     daemon.NATS{URL: in.nats.ClientURL()},
-			Peers:    peers,
+			Manager:  daemon.ManagerConfig{NATS: daemon.NATS{URL: p.Manager}},
 			HTTP:     "127.0.0.1:0",
 			Log:      cfg.Log,
 		})
@@ -148,9 +152,61 @@ func Start(ctx context.Context, cfg Config) (p *Playground, err error) {
 	return p, nil
 }
 
+// infra is what one region runs besides its child.
+type infra struct {
+	redis string // address
+	nats  *server.Server
+}
+
+// startManager starts the NATS server of the manager's config store and
+// declares the instance, its regions and (by adding them) every channel
+// both ways. With --data pointing at an earlier playground the instance is
+// there already: the regions' addresses are updated.
+func (p *Playground) startManager(ctx context.Context, cfg Config, dir string, regions []infra) error {
+	if err := os.MkdirAll(filepath.Join(dir, "manager"), 0o755); err != nil {
+		return err
+	}
+	ns, err := embednats.Start(embednats.Options{Name: cfg.Instance + "-manager", StoreDir: filepath.Join(dir, "manager")})
+	if err != nil {
+		return err
+	}
+	p.stop = append(p.stop, func() { ns.Shutdown(); ns.WaitForShutdown() })
+	p.Manager = ns.ClientURL()
+	nc, err := nats.Connect(p.Manager, nats.Name("gr-playground-manager"))
+	if err != nil {
+		return err
+	}
+	p.stop = append(p.stop, nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	if p.store, err = manager.Open(ctx, js, cfg.Instance, manager.WithLogger(cfg.Log)); err != nil {
+		return err
+	}
+	if _, err := p.store.CreateInstance(ctx, manager.Instance{}); err != nil && !errors.Is(err, manager.ErrInstanceExists) {
+		return err
+	}
+	for i, in := range regions {
+		r := manager.Region{ID: RegionNames[i], NATS: in.nats.ClientURL(), Redis: in.redis}
+		_, _, err := p.store.AddRegion(ctx, r)
+		if errors.Is(err, manager.ErrRegionExists) {
+			_, err = p.store.UpdateRegion(ctx, r.ID, func(old *manager.Region) error {
+				old.NATS, old.Redis = r.NATS, r.Redis
+				return nil
+			})
+		}
+		if err != nil {
+			return fmt.Errorf("playground: region %s: %w", r.ID, err)
+		}
+	}
+	return nil
+}
+
 // Describe writes what a newcomer needs: one line per region,
-// "region <id> redis://127.0.0.1:<port>", then comment lines with each
-// region's HTTP endpoint and NATS URL.
+// "region <id> redis://127.0.0.1:<port>", the line
+// "manager nats://127.0.0.1:<port>" of the channel manager's config store,
+// then comment lines with each region's HTTP endpoint and NATS URL.
 func (p *Playground) Describe(w io.Writer) {
 	if p.DevRedis {
 		_, _ = fmt.Fprintln(w, "# "+devredis.Notice)
@@ -159,6 +215,8 @@ func (p *Playground) Describe(w io.Writer) {
 	for _, r := range p.Regions {
 		_, _ = fmt.Fprintf(w, "region %s redis://%s\n", r.Name, r.Addr)
 	}
+	_, _ = fmt.Fprintf(w, "manager %s\n", p.Manager)
+	_, _ = fmt.Fprintf(w, "# try: go run ./cmd/channel-manager --nats %s --instance %s channel status\n", p.Manager, p.instance)
 	for _, r := range p.Regions {
 		_, _ = fmt.Fprintf(w, "# %s: metrics and channels at http://%s/metrics and /channels, NATS %s\n", r.Name, r.HTTP, r.NATS)
 	}
@@ -167,6 +225,11 @@ func (p *Playground) Describe(w io.Writer) {
 // Run serves until ctx ends and then stops everything.
 func (p *Playground) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		p.controlLoop(ctx)
+	}()
 	errs := make([]error, len(p.Regions))
 	for i, r := range p.Regions {
 		wg.Add(1)
@@ -178,6 +241,23 @@ func (p *Playground) Run(ctx context.Context) error {
 	wg.Wait()
 	p.Close()
 	return errors.Join(errs...)
+}
+
+// controlLoop is the channel manager's control loop, as `channel-manager
+// run` runs it: it advances the tombstone collection floor.
+func (p *Playground) controlLoop(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		if _, _, err := p.store.AdvanceFloor(ctx, time.Now()); err != nil && ctx.Err() == nil {
+			p.log.Warn().Err(err).Msg("manager control loop round failed")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Close stops the infrastructure (Redis, NATS) in reverse order.

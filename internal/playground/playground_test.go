@@ -10,8 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
+
+	"github.com/globalreplica/globalreplica/manager"
 )
 
 // freePortBase finds n consecutive free ports on 127.0.0.1.
@@ -75,6 +79,11 @@ func runPlayground(t *testing.T, embedded bool) {
 			t.Fatalf("region %d listens on %s, want %d", i, l[2], base+i)
 		}
 	}
+	mgr := regexp.MustCompile(`(?m)^manager (nats://127\.0\.0\.1:\d+)$`).FindStringSubmatch(out.String())
+	if mgr == nil {
+		t.Fatalf("no manager line in:\n%s", out.String())
+	}
+	checkManager(t, mgr[1], len(lines))
 	clients := make([]*redis.Client, len(p.Regions))
 	for i, r := range p.Regions {
 		clients[i] = redis.NewClient(&redis.Options{Addr: r.Addr})
@@ -102,5 +111,46 @@ func runPlayground(t *testing.T, embedded bool) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
+	}
+}
+
+// checkManager reaches the config store at the printed URL as
+// `channel-manager --nats <url> channel status` does, and waits until the
+// n*(n-1) channels of the playground all run.
+func checkManager(t *testing.T, url string, n int) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	s, err := manager.Bind(ctx, js, "demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := s.Status(ctx, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		running := 0
+		for _, c := range st {
+			if c.State == "running" {
+				running++
+			}
+		}
+		if len(st) == n*(n-1) && running == len(st) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("channel status at %s: %d channels, %d running, want %d running: %+v", url, len(st), running, n*(n-1), st)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
