@@ -2,9 +2,11 @@ package channel
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -104,6 +106,27 @@ func (n *Node) RemovePeer(origin string) {
 	if p != nil && p.cancel != nil {
 		p.cancel()
 		<-p.done
+	}
+}
+
+// ForgetPeer stops and removes the channel from origin for good: it also
+// deletes the channel's durable consumer from the origin's stream, which
+// would otherwise stay there (and count against the stream) after the
+// channel was deleted. An origin that is gone or unreachable keeps it;
+// that is logged, not an error.
+func (n *Node) ForgetPeer(ctx context.Context, origin string) {
+	n.mu.Lock()
+	p := n.peers[origin]
+	n.mu.Unlock()
+	n.RemovePeer(origin)
+	if p == nil {
+		return
+	}
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	err := p.js.DeleteConsumer(dctx, StreamName(n.cfg.Stream.Instance, origin), durableName(n.cfg.Stream.Region))
+	if err != nil && ctx.Err() == nil && !errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		n.log.Warn().Err(err).Str("origin", origin).Msg("could not delete the channel's consumer on the origin's stream")
 	}
 }
 

@@ -78,6 +78,10 @@ func (c *ReceiverConfig) validate() error {
 	return nil
 }
 
+// durableName is the name of the durable consumer of the channel into dest
+// on an origin's stream.
+func durableName(dest string) string { return "gr-" + dest }
+
 // errResync makes a session start over from the applied vector.
 var errResync = errors.New("channel: resync from the applied vector")
 
@@ -270,7 +274,7 @@ func (r *Receiver) session(ctx context.Context) error {
 	}
 	// The applied vector, not the consumer, says where to start: replace
 	// whatever consumer an earlier run left behind.
-	durable := "gr-" + r.cfg.Dest
+	durable := durableName(r.cfg.Dest)
 	if err := r.js.DeleteConsumer(ctx, stream.CachedInfo().Config.Name, durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return err
 	}

@@ -259,7 +259,7 @@ func (m *managed) apply(ctx context.Context, st manager.State) {
 	}
 	for _, origin := range plan.Remove {
 		p := m.peers[origin]
-		m.d.Node.RemovePeer(origin)
+		m.d.Node.ForgetPeer(ctx, origin)
 		p.nc.Close()
 		delete(m.peers, origin)
 		m.log.Info().Str("origin", origin).Msg("channel stopped by the desired state")

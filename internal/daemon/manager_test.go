@@ -153,6 +153,16 @@ func TestManagedChannels(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "channel sgp->fra gone", func() bool { return inbound(fra.d) == "" })
+	// ... and its durable consumer with it, from sgp's stream.
+	_, sjs := sgp.nats.Connect()
+	stream, err := sjs.Stream(ctx, channel.StreamName("shop", "sgp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the consumer of sgp->fra deleted from sgp's stream", func() bool {
+		info, err := stream.Info(ctx)
+		return err == nil && info.State.Consumers == 0
+	})
 	if err := sgp.c.Set(ctx, "k", "3", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
