@@ -298,13 +298,6 @@ func TestDifferentialLocalWrites(t *testing.T) {
 	}
 }
 
-// region is a model region in the remote differential test.
-type region struct {
-	store *crdt.Store
-	ops   []*crdt.Op // ops it made, in sequence order
-	next  map[string]int
-}
-
 // TestDifferentialRemoteApply checks the engine's apply script against the
 // model's merge: two model regions write concurrently with the engine's own
 // region; every op reaches every region (the engine through Apply, in order
@@ -313,124 +306,39 @@ type region struct {
 // always equal the model replica of its region, and in the end all regions
 // must show the same state.
 func TestDifferentialRemoteApply(t *testing.T) {
-	ctx := context.Background()
 	e := newTestEngine(t, "iad")
 	applied, conflicts, liveKeys := 0, 0, 0
 	for round := 0; round < 50; round++ {
-		if err := e.rdb.FlushAll(ctx).Err(); err != nil {
-			t.Fatal(err)
-		}
-		if err := e.MarkReady(ctx); err != nil { // a wiped Redis refuses writes until marked
-			t.Fatal(err)
-		}
-		r := rand.New(rand.NewPCG(uint64(round), 11))
-		regions := map[string]*region{}
-		for _, name := range []string{"fra", "sgp"} {
-			regions[name] = &region{store: crdt.NewStore(name), next: map[string]int{}}
-		}
-		mirror := crdt.NewStore("iad") // the model replica of the engine's region
-		var own []*crdt.Op
-		engineNext := map[string]int{}
-		syncOwn := func() {
-			raw, err := e.ReadLog(ctx, 1000)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := e.TrimLog(ctx, int64(len(raw))); err != nil {
-				t.Fatal(err)
-			}
-			for _, b := range raw {
-				op, err := crdt.UnmarshalOp(b)
-				if err != nil {
-					t.Fatalf("engine op does not decode: %v", err)
-				}
-				mirror.Apply(op)
-				own = append(own, op)
-			}
-		}
-		deliverToEngine := func(origin string) {
-			src := regions[origin].ops
-			i := engineNext[origin]
-			if i >= len(src) {
-				return
-			}
-			n := 1 + r.IntN(len(src)-i)
-			var batch [][]byte
-			for _, op := range src[i : i+n] {
-				b, err := op.MarshalBinary()
-				if err != nil {
-					t.Fatal(err)
-				}
-				batch = append(batch, b)
-				mirror.Apply(op)
-			}
-			if r.IntN(4) == 0 && i > 0 { // redelivery of an applied op is skipped
-				b, _ := src[i-1].MarshalBinary()
-				batch = append([][]byte{b}, batch...)
-			}
-			res, err := e.Apply(ctx, origin, batch)
-			if err != nil || res.Applied != n {
-				t.Fatalf("apply %d ops of %s: %+v %v", n, origin, res, err)
-			}
-			applied += res.Applied
-			for _, c := range res.Conflicts {
-				conflicts += c
-			}
-			engineNext[origin] = i + n
-		}
-		deliverToModel := func(to *region) {
-			for from, src := range map[string][]*crdt.Op{"fra": regions["fra"].ops, "sgp": regions["sgp"].ops, "iad": own} {
-				if from == to.store.Region {
-					continue
-				}
-				for to.next[from] < len(src) && r.IntN(2) == 0 {
-					to.store.Apply(src[to.next[from]])
-					to.next[from]++
-				}
-			}
-		}
+		h := newHistory(t, e, uint64(round), 11)
 		for step := 0; step < 120; step++ {
 			now := time.Now().UnixMilli()
-			switch x := r.IntN(10); {
+			switch x := h.r.IntN(10); {
 			case x < 3:
-				c := randomCmd(r, now)
-				_, _ = e.Write(ctx, c.args[0], c.args[1:]...)
-				syncOwn()
+				h.localWrite(now)
 			case x < 6:
-				name := []string{"fra", "sgp"}[r.IntN(2)]
-				reg := regions[name]
-				skew := int64(r.IntN(101) - 50)
-				c := randomCmd(r, now+skew)
-				if _, op, _ := c.model(reg.store, now+skew); op != nil {
-					reg.ops = append(reg.ops, op)
-				}
+				h.remoteWrite(now)
 			case x < 8:
-				deliverToEngine([]string{"fra", "sgp"}[r.IntN(2)])
+				res, n, ok := h.deliverToEngine(h.randomRemote(), true)
+				if ok && res.Applied != n {
+					t.Fatalf("applied %d of a batch of %d new ops: %+v", res.Applied, n, res)
+				}
+				applied += res.Applied
+				for _, c := range res.Conflicts {
+					conflicts += c
+				}
 			default:
-				deliverToModel(regions[[]string{"fra", "sgp"}[r.IntN(2)]])
+				h.deliverToModel(h.regions[h.randomRemote()])
 			}
 			what := fmt.Sprintf("round %d step %d", round, step)
-			sameSnapshot(t, what, redisSnapshot(t, e), mirror.Snapshot(time.Now().UnixMilli()))
-			sameState(t, what, e, mirror, false)
+			sameSnapshot(t, what, redisSnapshot(t, e), h.mirror.Snapshot(time.Now().UnixMilli()))
+			sameState(t, what, e, h.mirror, false)
 		}
-		// deliver everything everywhere
-		for _, o := range []string{"fra", "sgp"} {
-			for engineNext[o] < len(regions[o].ops) {
-				deliverToEngine(o)
-			}
-		}
-		for _, reg := range regions {
-			for from, src := range map[string][]*crdt.Op{"fra": regions["fra"].ops, "sgp": regions["sgp"].ops, "iad": own} {
-				for ; from != reg.store.Region && reg.next[from] < len(src); reg.next[from]++ {
-					reg.store.Apply(src[reg.next[from]])
-				}
-			}
-		}
+		h.deliverAll()
 		now := time.Now().UnixMilli()
 		got := redisSnapshot(t, e)
 		liveKeys += len(got)
-		sameSnapshot(t, fmt.Sprintf("round %d final vs mirror", round), got, mirror.Snapshot(now))
-		for name, reg := range regions {
+		sameSnapshot(t, fmt.Sprintf("round %d final vs mirror", round), got, h.mirror.Snapshot(now))
+		for name, reg := range h.regions {
 			sameSnapshot(t, fmt.Sprintf("round %d final vs %s", round, name), got, reg.store.Snapshot(now))
 		}
 	}

@@ -3,7 +3,6 @@ package child
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -29,83 +28,19 @@ func TestGCMatchesModel(t *testing.T) {
 	collected, gcRuns, droppedKeys := 0, 0, 0
 	for round := range 40 {
 		wild := round%4 == 3
-		if err := e.rdb.FlushAll(ctx).Err(); err != nil {
-			t.Fatal(err)
-		}
-		if err := e.MarkReady(ctx); err != nil {
-			t.Fatal(err)
-		}
-		r := rand.New(rand.NewPCG(uint64(round), 31))
-		regions := map[string]*region{}
-		for _, name := range []string{"fra", "sgp"} {
-			regions[name] = &region{store: crdt.NewStore(name), next: map[string]int{}}
-		}
-		mirror := crdt.NewStore("iad")
-		var own []*crdt.Op
-		engineNext := map[string]int{}
-		syncOwn := func() {
-			raw, err := e.ReadLog(ctx, 1000)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := e.TrimLog(ctx, int64(len(raw))); err != nil {
-				t.Fatal(err)
-			}
-			for _, b := range raw {
-				op, err := crdt.UnmarshalOp(b)
-				if err != nil {
-					t.Fatal(err)
-				}
-				mirror.Apply(op)
-				own = append(own, op)
-			}
-		}
-		deliverToEngine := func(origin string) {
-			src := regions[origin].ops
-			i := engineNext[origin]
-			if i >= len(src) {
-				return
-			}
-			n := 1 + r.IntN(len(src)-i)
-			var batch [][]byte
-			for _, op := range src[i : i+n] {
-				b, err := op.MarshalBinary()
-				if err != nil {
-					t.Fatal(err)
-				}
-				batch = append(batch, b)
-				mirror.Apply(op)
-			}
-			if _, err := e.Apply(ctx, origin, batch); err != nil {
-				t.Fatal(err)
-			}
-			engineNext[origin] = i + n
-		}
-		all := func() map[string][]*crdt.Op {
-			return map[string][]*crdt.Op{"fra": regions["fra"].ops, "sgp": regions["sgp"].ops, "iad": own}
-		}
-		deliverToModel := func(to *region) {
-			for from, src := range all() {
-				if from == to.store.Region {
-					continue
-				}
-				for to.next[from] < len(src) && r.IntN(2) == 0 {
-					to.store.Apply(src[to.next[from]])
-					to.next[from]++
-				}
-			}
-		}
+		h := newHistory(t, e, uint64(round), 31)
 		collect := func(what string) {
 			pos, err := e.Position(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
-			floor := crdt.Min(pos.Applied, regions["fra"].store.Applied, regions["sgp"].store.Applied)
+			floor := crdt.Min(pos.Applied, h.regions["fra"].store.Applied, h.regions["sgp"].store.Applied)
 			if wild {
 				floor = crdt.Vector{}
-				for _, reg := range []string{"fra", "sgp", "iad"} {
-					if n := len(all()[reg]); n > 0 {
-						floor[reg] = uint64(r.IntN(n + 1))
+				all := h.all()
+				for _, reg := range []string{"fra", "sgp", "iad"} { // fixed order: a seed replays the same floors
+					if n := len(all[reg]); n > 0 {
+						floor[reg] = uint64(h.r.IntN(n + 1))
 					}
 				}
 			}
@@ -118,15 +53,15 @@ func TestGCMatchesModel(t *testing.T) {
 			droppedKeys += int(before - after)
 			collected += st.Collected()
 			gcRuns++
-			mirror.GC(floor)
+			h.mirror.GC(floor)
 			if !wild {
-				for _, reg := range regions {
+				for _, reg := range h.regions {
 					reg.store.GC(floor)
 				}
 			}
 			what = fmt.Sprintf("%s: after GC with floor %v", what, floor)
-			sameSnapshot(t, what, redisSnapshot(t, e), mirror.Snapshot(time.Now().UnixMilli()))
-			sameState(t, what, e, mirror, false)
+			sameSnapshot(t, what, redisSnapshot(t, e), h.mirror.Snapshot(time.Now().UnixMilli()))
+			sameState(t, what, e, h.mirror, false)
 			// a second collection with the same floor finds nothing
 			if st, err := e.GC(ctx, floor); err != nil || st.Collected() != 0 {
 				t.Fatalf("%s: second collection: %+v %v", what, st, err)
@@ -134,45 +69,26 @@ func TestGCMatchesModel(t *testing.T) {
 		}
 		for step := range 150 {
 			now := time.Now().UnixMilli()
-			switch x := r.IntN(12); {
+			switch x := h.r.IntN(12); {
 			case x < 3:
-				c := randomCmd(r, now)
-				_, _ = e.Write(ctx, c.args[0], c.args[1:]...)
-				syncOwn()
+				h.localWrite(now)
 			case x < 6:
-				reg := regions[[]string{"fra", "sgp"}[r.IntN(2)]]
-				skew := int64(r.IntN(101) - 50)
-				c := randomCmd(r, now+skew)
-				if _, op, _ := c.model(reg.store, now+skew); op != nil {
-					reg.ops = append(reg.ops, op)
-				}
+				h.remoteWrite(now)
 			case x < 8:
-				deliverToEngine([]string{"fra", "sgp"}[r.IntN(2)])
+				h.deliverToEngine(h.randomRemote(), false)
 			case x < 10:
-				deliverToModel(regions[[]string{"fra", "sgp"}[r.IntN(2)]])
+				h.deliverToModel(h.regions[h.randomRemote()])
 			default:
 				collect(fmt.Sprintf("round %d step %d", round, step))
 			}
 		}
-		// deliver everything everywhere, collect once more, compare
-		for _, o := range []string{"fra", "sgp"} {
-			for engineNext[o] < len(regions[o].ops) {
-				deliverToEngine(o)
-			}
-		}
-		for _, reg := range regions {
-			for from, src := range all() {
-				for ; from != reg.store.Region && reg.next[from] < len(src); reg.next[from]++ {
-					reg.store.Apply(src[reg.next[from]])
-				}
-			}
-		}
+		h.deliverAll()
 		collect(fmt.Sprintf("round %d final", round))
 		if wild {
 			continue
 		}
 		witness := crdt.NewStore("witness")
-		for _, src := range all() {
+		for _, src := range h.all() {
 			for _, op := range src {
 				witness.Apply(op)
 			}
@@ -180,7 +96,7 @@ func TestGCMatchesModel(t *testing.T) {
 		now := time.Now().UnixMilli()
 		got := redisSnapshot(t, e)
 		sameSnapshot(t, fmt.Sprintf("round %d: engine after GC vs a region that never collected", round), got, witness.Snapshot(now))
-		for name, reg := range regions {
+		for name, reg := range h.regions {
 			sameSnapshot(t, fmt.Sprintf("round %d: engine vs %s", round, name), got, reg.store.Snapshot(now))
 		}
 	}
