@@ -13,7 +13,10 @@ import (
 // routes serves:
 //
 //	GET  /metrics                       Prometheus metrics
-//	GET  /healthz                       liveness: the process serves HTTP
+//	GET  /livez, /healthz               liveness: the process serves HTTP
+//	GET  /readyz                        readiness: Redis reachable, region ready for writes
+//	GET  /availability?max_lag=100ms&max_lag_ops=N&strict=B   serves writes and
+//	                                    inbound channels within the lag tolerance (avail.go)
 //	GET  /channels                      status of every inbound channel (JSON)
 //	POST /channels/{origin}/pause       stop applying the channel origin -> here
 //	POST /channels/{origin}/resume      apply again from where it stopped
@@ -21,9 +24,13 @@ import (
 func (d *Daemon) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.registry, promhttp.HandlerOpts{Registry: d.registry}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+	live := func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "region": d.cfg.Region})
-	})
+	}
+	mux.HandleFunc("GET /livez", live)
+	mux.HandleFunc("GET /healthz", live)
+	mux.HandleFunc("GET /readyz", d.handleReadyz)
+	mux.HandleFunc("GET /availability", d.handleAvailability)
 	mux.HandleFunc("GET /channels", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, d.Statuses())
 	})
