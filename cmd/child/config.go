@@ -101,7 +101,7 @@ var settings = []setting{
 		}},
 	{name: "manager-nats", env: "GR_MANAGER_NATS", usage: "NATS URL of the channel manager's config store (with the NATS credentials above): the channels come from its desired state and the child publishes heartbeats there; excludes --peers",
 		set: func(c *config, v string) error { c.Manager = v; return nil }},
-	{name: "http", env: "GR_HTTP", def: "127.0.0.1:9121", usage: "address of the HTTP endpoint: /metrics (Prometheus), /healthz, /channels and channel controls; empty: none",
+	{name: "http", env: "GR_HTTP", def: "127.0.0.1:9121", usage: "address of the HTTP endpoint: /metrics (Prometheus), /livez, /readyz, /availability?max_lag=100ms, /channels and channel controls (docs/operations.md); empty: none",
 		set: func(c *config, v string) error { c.HTTP = v; return nil }},
 	{name: "retention", env: "GR_RETENTION", def: "168h", usage: "how long this region's stream keeps ops: how long another region may be away and still resume without a rebuild",
 		set: func(c *config, v string) error {
