@@ -103,11 +103,11 @@ func (e *crashyEngine) Apply(ctx context.Context, origin string, ops [][]byte) (
 	return res, err
 }
 
-func (e *crashyEngine) TrimLog(ctx context.Context, n int64) error {
+func (e *crashyEngine) TrimLog(ctx context.Context, upTo uint64) (int64, error) {
 	if e.trimFail.Add(-1) >= 0 {
-		return errors.New("injected crash between publish and trim")
+		return 0, errors.New("injected crash between publish and trim")
 	}
-	return e.Engine.TrimLog(ctx, n)
+	return e.Engine.TrimLog(ctx, upTo)
 }
 
 // TestCrashesLoseNothing: a receiver that dies between applying a batch and

@@ -16,18 +16,27 @@ import (
 )
 
 // OpLog is the region's op log as the shipper sees it. ReadLog returns up
-// to n ops from the head, oldest first; TrimLog removes the n oldest; Lease
+// to n ops from the head, oldest first; TrimLog removes the ops up to a sequence from the head; Lease
 // grants (or extends) a named lease to one owner for ttl, so that of several
 // children serving a region only one ships at a time. Implemented by
 // *child.Engine.
 type OpLog interface {
 	ReadLog(ctx context.Context, n int64) ([][]byte, error)
-	TrimLog(ctx context.Context, n int64) error
+	TrimLog(ctx context.Context, upTo uint64) (int64, error)
 	Position(ctx context.Context) (child.Position, error)
 	Lease(ctx context.Context, name, owner string, ttl time.Duration) (bool, error)
 }
 
 var _ OpLog = (*child.Engine)(nil)
+
+// readiness is an OpLog that knows whether the region's Redis was checked
+// against the region's stream (child.Engine.Ready): the shipper waits for
+// that check instead of stopping when the Redis is behind the stream.
+type readiness interface {
+	Ready(ctx context.Context) (bool, error)
+}
+
+var _ readiness = (*child.Engine)(nil)
 
 // Defaults of ShipperConfig.
 const (
@@ -163,8 +172,14 @@ func (s *Shipper) round(ctx context.Context) (idle bool, err error) {
 	}
 	n, err := s.ship(ctx, ops)
 	if n > 0 {
-		if terr := s.oplog.TrimLog(ctx, int64(n)); terr != nil && err == nil {
-			err = terr
+		// By sequence, not by count: the log may have been replaced while
+		// the ops were in flight (a wipe, a failover).
+		id, perr := crdt.PeekID(ops[n-1])
+		if perr == nil {
+			_, perr = s.oplog.TrimLog(ctx, id.Seq)
+		}
+		if perr != nil && err == nil {
+			err = perr
 		}
 	}
 	return false, err
@@ -188,6 +203,14 @@ func (s *Shipper) prepare(ctx context.Context) error {
 		return err
 	}
 	if pos.Seq < info.State.LastSeq {
+		if r, ok := s.oplog.(readiness); ok {
+			if ready, err := r.Ready(ctx); err == nil && !ready {
+				// A failover or a wipe in progress: the region's guard
+				// raises the sequence past the stream before writes
+				// (RestoreFromStream); retry after it.
+				return fmt.Errorf("channel: this region's Redis is at %d, behind its stream (%d), and not yet checked against it; waiting for the repair", pos.Seq, info.State.LastSeq)
+			}
+		}
 		return fmt.Errorf("%w: the stream holds ops up to %d but this region's Redis is at %d: its Redis lost shipped writes (failover to a lagging replica or restore from an old snapshot?); run the manager's failover repair before writing",
 			ErrSequence, info.State.LastSeq, pos.Seq)
 	}

@@ -46,7 +46,7 @@ func (p *pair) drain() []*crdt.Op {
 	if err != nil {
 		p.t.Fatal(err)
 	}
-	if err := p.e.TrimLog(ctx, int64(len(raw))); err != nil {
+	if _, err := p.e.TrimLog(ctx, lastSeq(p.t, raw)); err != nil {
 		p.t.Fatal(err)
 	}
 	var out []*crdt.Op

@@ -95,15 +95,23 @@ func (c *EngineConfig) validate() error {
 // vector. Reads are commands on database 0, where user keys are stored as
 // clients see them. Engine is safe for concurrent use.
 type Engine struct {
-	cfg    EngineConfig
-	rdb    *redis.Client // database 0
-	meta   *redis.Client // database 1
-	log    zerolog.Logger
-	lanes  []chan *Request
-	rr     atomic.Uint32 // round robin over lanes for Write
-	stop   chan struct{}
-	stopWG sync.WaitGroup
-	hook   atomic.Pointer[func()]
+	cfg EngineConfig
+	// rdb (database 0) and meta (database 1) are stable handles: they open
+	// no connection of their own but route every command and pipeline to
+	// the clients of the Redis the engine currently uses (cur), so that
+	// after Repoint every user of the engine, and every client obtained
+	// from Redis(), reaches the new Redis.
+	rdb       *redis.Client
+	meta      *redis.Client
+	cur       atomic.Pointer[conns]
+	opt       redis.Options // options of the engine's clients; Addr is per conns
+	repointMu sync.Mutex
+	log       zerolog.Logger
+	lanes     []chan *Request
+	rr        atomic.Uint32 // round robin over lanes for Write
+	stop      chan struct{}
+	stopWG    sync.WaitGroup
+	hook      atomic.Pointer[func()]
 
 	infoExtra atomic.Pointer[func() []InfoField]
 }
@@ -132,15 +140,11 @@ func NewEngine(ctx context.Context, cfg EngineConfig, rdb *redis.Client, log zer
 	// twice after a timeout would be applied twice. Callers retry what is
 	// safe to retry.
 	dopt.MaxRetries = -1
-	mopt := dopt
-	mopt.DB = metaDB
-	e := &Engine{
-		cfg: cfg, rdb: redis.NewClient(&dopt), meta: redis.NewClient(&mopt), log: log,
-		stop: make(chan struct{}),
-	}
+	e := &Engine{cfg: cfg, opt: dopt, log: log, stop: make(chan struct{})}
+	e.cur.Store(e.dial(dopt.Addr))
+	e.rdb, e.meta = e.handle(0), e.handle(metaDB)
 	if err := e.load(ctx); err != nil {
-		_ = e.rdb.Close()
-		_ = e.meta.Close()
+		_ = e.closeClients()
 		return nil, err
 	}
 	for range cfg.Lanes {
@@ -161,14 +165,23 @@ func NewEngine(ctx context.Context, cfg EngineConfig, rdb *redis.Client, log zer
 func (e *Engine) Close() error {
 	close(e.stop)
 	e.stopWG.Wait()
-	return errors.Join(e.rdb.Close(), e.meta.Close())
+	return e.closeClients()
+}
+
+func (e *Engine) closeClients() error {
+	return errors.Join(e.cur.Load().close(), e.rdb.Close(), e.meta.Close())
 }
 
 // Region returns the engine's region id.
 func (e *Engine) Region() string { return e.cfg.Region }
 
-// Redis returns the client of database 0, for reads.
+// Redis returns the client of database 0, for reads. It follows Repoint:
+// its commands always reach the Redis the engine uses at the time, but its
+// Options keep the address the engine started with (see Addr).
 func (e *Engine) Redis() *redis.Client { return e.rdb }
+
+// Addr returns the address of the Redis the engine uses now.
+func (e *Engine) Addr() string { return e.cur.Load().addr }
 
 // Write runs one local write command: cmd is the engine's command name
 // (set, incrby, hset, ...) and args its normalized arguments. The reply is
@@ -190,8 +203,10 @@ func (e *Engine) WritePipeline(ctx context.Context, cmds [][]string) ([]any, []e
 }
 
 // load loads the function library into Redis, replacing an older one.
-func (e *Engine) load(ctx context.Context) error {
-	if err := e.rdb.FunctionLoadReplace(ctx, library).Err(); err != nil {
+func (e *Engine) load(ctx context.Context) error { return loadLibrary(ctx, e.cur.Load().rdb) }
+
+func loadLibrary(ctx context.Context, rdb *redis.Client) error {
+	if err := rdb.FunctionLoadReplace(ctx, library).Err(); err != nil {
 		return fmt.Errorf("child: loading the function library into redis (needs Redis 7 or later): %w", err)
 	}
 	return nil
@@ -200,12 +215,13 @@ func (e *Engine) load(ctx context.Context) error {
 // fcall calls a library function, loading the library again if Redis lost
 // it (a restart without persistence, a FUNCTION FLUSH).
 func (e *Engine) fcall(ctx context.Context, fn string, argv []any) (any, error) {
-	v, err := e.rdb.FCall(ctx, fn, nil, argv...).Result()
+	rdb := e.cur.Load().rdb
+	v, err := rdb.FCall(ctx, fn, nil, argv...).Result()
 	if isNoFunction(err) {
 		if err := e.load(ctx); err != nil {
 			return nil, err
 		}
-		v, err = e.rdb.FCall(ctx, fn, nil, argv...).Result()
+		v, err = rdb.FCall(ctx, fn, nil, argv...).Result()
 	}
 	return v, err
 }
@@ -295,8 +311,13 @@ func (e *Engine) MGet(ctx context.Context, keys []string) ([]*string, error) {
 	return out, nil
 }
 
-// decodeString turns the state record of a live string into its value.
+// decodeString turns the state record of a live string into its value:
+// in place for a record without counter runs, else through the full
+// decoder.
 func decodeString(key, raw string) (string, bool, error) {
+	if v, ok, fast := crdt.StringRecordValue(raw); fast {
+		return v, ok, nil
+	}
 	el, _, err := crdt.UnmarshalState(crdt.TypeString, []byte(raw))
 	if err != nil {
 		return "", false, fmt.Errorf("%w: key %q: %w", ErrCorruptState, key, err)
@@ -405,7 +426,11 @@ func (e *Engine) ReadLog(ctx context.Context, n int64) ([][]byte, error) {
 	return out, nil
 }
 
-// TrimLog removes the n oldest ops from the op log, after they were shipped.
-func (e *Engine) TrimLog(ctx context.Context, n int64) error {
-	return e.meta.LTrim(ctx, keyLog, n, -1).Err()
+// TrimLog removes the ops up to sequence upTo from the head of the op log,
+// once the stream acknowledged them, and returns how many it removed. It
+// trims by sequence, so ops the log received after a wipe or a failover,
+// not yet shipped, stay even if they took the places of shipped ones.
+func (e *Engine) TrimLog(ctx context.Context, upTo uint64) (int64, error) {
+	v, err := e.fcall(ctx, "gr_trim", []any{upTo})
+	return toInt(v), err
 }

@@ -65,7 +65,7 @@ func (h *history) localWrite(now int64) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	if err := h.e.TrimLog(ctx, int64(len(raw))); err != nil {
+	if _, err := h.e.TrimLog(ctx, lastSeq(h.t, raw)); err != nil {
 		h.t.Fatal(err)
 	}
 	for _, b := range raw {
@@ -155,4 +155,18 @@ func (h *history) deliverAll() {
 			}
 		}
 	}
+}
+
+// lastSeq returns the sequence of the last op of an op log read (0 when
+// empty): trimming up to it empties what was read.
+func lastSeq(t *testing.T, raw [][]byte) uint64 {
+	t.Helper()
+	if len(raw) == 0 {
+		return 0
+	}
+	id, err := crdt.PeekID(raw[len(raw)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id.Seq
 }

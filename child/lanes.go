@@ -107,7 +107,8 @@ func (e *Engine) runBatch(batch []*Request) bool {
 		cmd  *redis.Cmd
 	}
 	var groups []group
-	pipe := e.rdb.Pipeline()
+	rdb := e.cur.Load().rdb // the Redis in use now (see Repoint)
+	pipe := rdb.Pipeline()
 	wrote := false
 	for i := 0; i < len(batch); {
 		if batch[i].read != nil {

@@ -887,6 +887,12 @@ type Heartbeat struct {
 	Channels []channel.Status `json:"channels"` // inbound channels run by this process
 	Version  string           `json:"version,omitempty"`
 	Error    string           `json:"error,omitempty"` // why a part of the heartbeat is missing
+	// Redis is what the child sees of its region's Redis master and
+	// replica (the failover's input, failover.go); nil from children that
+	// do not report it.
+	Redis *RedisHealth `json:"redis,omitempty"`
+	// Rebuild is the progress of the rebuild this process runs, if any.
+	Rebuild *RebuildProgress `json:"rebuild,omitempty"`
 }
 
 // Fresh reports whether the heartbeat is younger than HeartbeatTTL at now.

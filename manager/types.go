@@ -57,6 +57,12 @@ type Region struct {
 	Replica string    `json:"replica,omitempty"`
 	Evicted bool      `json:"evicted,omitempty"` // stayed away too long; back only through rebuild
 	Added   time.Time `json:"added"`
+	// Rebuild is the region's last rebuild request (rebuild.go): while it
+	// is active, the region's children refill it from a peer.
+	Rebuild *Rebuild `json:"rebuild,omitempty"`
+	// FailedOver is when the last failover swapped Redis and Replica
+	// (failover.go); zero if none.
+	FailedOver time.Time `json:"failed_over,omitzero"`
 }
 
 // Channel is the directed channel Origin → Dest and its controls.

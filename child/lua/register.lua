@@ -20,7 +20,33 @@ local function gr_ready(_, argv)
   return 0
 end
 
+-- gr_trim: FCALL gr_trim 0 upto -> removes from the head of the op log the
+-- ops whose sequence is at most upto (the last one the stream acknowledged)
+-- and returns how many. It trims by sequence, not by count: if the log was
+-- replaced meanwhile (a wipe, a failover), the ops now at its head are not
+-- the ones that were shipped and stay.
+local function gr_trim(_, argv)
+  begin_call()
+  db(1)
+  local upto = tonumber(argv[1])
+  local k = 0
+  while true do
+    local head = rcall('LRANGE', 'log', k, k + 99)
+    if #head == 0 then break end
+    for _, raw in ipairs(head) do
+      if mp_unpack(raw)[3] > upto then
+        if k > 0 then rcall('LTRIM', 'log', k, -1) end
+        return k
+      end
+      k = k + 1
+    end
+  end
+  if k > 0 then rcall('LTRIM', 'log', k, -1) end
+  return k
+end
+
 redis.register_function('gr_ready', gr_ready)
+redis.register_function('gr_trim', gr_trim)
 redis.register_function('gr_write', gr_write)
 redis.register_function('gr_apply', gr_apply)
 redis.register_function('gr_lease', gr_lease)

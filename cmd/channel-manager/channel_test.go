@@ -29,8 +29,14 @@ type region struct {
 // channels from the config store at mgr.
 func startChild(t *testing.T, mgr *testnats.Server, name string) *region {
 	t.Helper()
+	return startChildWith(t, mgr, name, nil)
+}
+
+// startChildWith is startChild with a change to the child's config.
+func startChildWith(t *testing.T, mgr *testnats.Server, name string, change func(*daemon.Config)) *region {
+	t.Helper()
 	ch := &region{name: name, nats: testnats.StartAuth(t, name, "gr", "secret")}
-	d, err := daemon.Start(context.Background(), daemon.Config{
+	cfg := daemon.Config{
 		Instance: "shop", Region: name, Listen: "127.0.0.1:0",
 		Redis: *testredis.Start(t).Options(),
 		NATS:  daemon.NATS{URL: ch.nats.URL(), User: "gr", Password: "secret"},
@@ -39,7 +45,11 @@ func startChild(t *testing.T, mgr *testnats.Server, name string) *region {
 			Heartbeat: 100 * time.Millisecond, Retry: 100 * time.Millisecond,
 		},
 		Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
-	})
+	}
+	if change != nil {
+		change(&cfg)
+	}
+	d, err := daemon.Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

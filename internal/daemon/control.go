@@ -26,6 +26,7 @@ import (
 //	view       child.ViewRequest                   -> []child.KeyView
 //	conflicts  child.ConflictsRequest              -> child.ConflictsReply
 //	position   {}                                  -> child.PositionReply
+//	export     child.ExportRequest                 -> child.ExportReply (rebuild.go)
 //
 // The children of one region form one queue group, so one of them answers.
 // Errors come back as micro service errors (Nats-Service-Error headers).
@@ -136,6 +137,13 @@ func (d *Daemon) startControl(nc *nats.Conn, log zerolog.Logger) error {
 			}
 			counts, err := e.ConflictCounts(ctx)
 			return child.ConflictsReply{Conflicts: cs, Counts: counts}, err
+		}},
+		{child.CtlExport, func(ctx context.Context, data []byte) (any, error) {
+			var r child.ExportRequest
+			if err := decodeRequest(data, &r); err != nil {
+				return nil, err
+			}
+			return d.openExport(ctx, nc, r, log)
 		}},
 		{child.CtlPosition, func(ctx context.Context, _ []byte) (any, error) {
 			p, err := e.Position(ctx)

@@ -138,6 +138,9 @@ type Daemon struct {
 	ownJS    jetstream.JetStream // the region's own JetStream, nil without NATS
 	rdb      *redis.Client
 	mgr      *managed // nil without a channel manager
+	// readyMu serializes ensureReady with the failover's repoint, so a
+	// Redis is never marked ready unless it was checked (failover.go).
+	readyMu sync.Mutex
 }
 
 // Start connects to the region's Redis and NATS and its peers' NATS, binds
@@ -303,8 +306,25 @@ func (d *Daemon) Run(ctx context.Context) error {
 // sequence is raised past its stream and its own missed ops are merged back
 // first (channel.RestoreFromStream), so no OpID is ever issued twice.
 func (d *Daemon) ensureReady(ctx context.Context) error {
+	d.readyMu.Lock()
+	defer d.readyMu.Unlock()
+	return d.ensureReadyLocked(ctx)
+}
+
+// ensureReadyLocked is ensureReady with readyMu held.
+func (d *Daemon) ensureReadyLocked(ctx context.Context) error {
 	ready, err := d.Engine.Ready(ctx)
 	if err != nil || ready {
+		return err
+	}
+	// A failed-away master is never made writable again (failover.go).
+	if d.mgr != nil {
+		if err := d.mgr.fo.mayServe(d.Engine.Addr()); err != nil {
+			return err
+		}
+	}
+	// A rebuild refuses writes until it has copied and merged (rebuild.go).
+	if mark, err := d.Engine.RebuildMark(ctx); err != nil || mark != "" {
 		return err
 	}
 	if d.ownJS != nil {

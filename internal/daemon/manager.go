@@ -83,6 +83,10 @@ type managed struct {
 
 	gcAt   time.Time   // the floor last collected
 	gcBusy atomic.Bool // a collection runs
+
+	fo *follower // follows the region's Redis entry (failover.go)
+
+	rb rebuildState // the region's rebuilds (rebuild.go)
 }
 
 type managedPeer struct {
@@ -107,12 +111,16 @@ func (d *Daemon) startManager(cfg Config, log zerolog.Logger) error {
 		return err
 	}
 	d.mgr = &managed{d: d, cfg: cfg.Manager, log: log, js: js, peers: map[string]*managedPeer{}}
+	d.mgr.fo = newFollower(d, cfg.Manager.Heartbeat, log)
 	return nil
 }
 
 // run follows the desired state and publishes heartbeats until ctx ends.
 func (m *managed) run(ctx context.Context) error {
 	defer m.stopAll()
+	foDone := make(chan struct{})
+	go func() { defer close(foDone); m.fo.run(ctx) }()
+	defer func() { <-foDone }()
 	waiting := false
 	for ctx.Err() == nil {
 		store, err := manager.Bind(ctx, m.js, m.d.cfg.Instance, manager.WithLogger(m.log))
@@ -179,12 +187,16 @@ func (m *managed) session(ctx context.Context, store *manager.Store) error {
 			}
 			m.apply(ctx, st)
 			m.collect(ctx, st.Floor)
+			m.rebuildCheck(ctx, store, st)
 		case <-resync.C:
 			m.mu.Lock()
 			last, again := m.last, m.retry
 			m.mu.Unlock()
 			if again && last != nil {
 				m.apply(ctx, *last)
+			}
+			if last != nil {
+				m.rebuildCheck(ctx, store, *last)
 			}
 		}
 	}
@@ -221,6 +233,7 @@ func (m *managed) heartbeats(ctx context.Context, store *manager.Store) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-m.fo.changed: // the Redis health changed: report it at once
 		}
 	}
 }
@@ -229,7 +242,7 @@ func (m *managed) heartbeats(ctx context.Context, store *manager.Store) error {
 func (m *managed) heartbeat(ctx context.Context) manager.Heartbeat {
 	h := manager.Heartbeat{
 		Region: m.d.cfg.Region, Owner: m.d.cfg.Owner, Time: time.Now().UTC(),
-		Channels: m.d.Statuses(), Version: child.Version,
+		Channels: m.d.Statuses(), Version: child.Version, Redis: m.fo.snapshot(),
 	}
 	rctx, cancel := context.WithTimeout(ctx, m.cfg.Heartbeat)
 	defer cancel()
@@ -241,6 +254,7 @@ func (m *managed) heartbeat(ctx context.Context) manager.Heartbeat {
 	if err != nil {
 		h.Error = "reading the position from Redis: " + err.Error()
 	}
+	h.Rebuild = m.rb.progress.Load()
 	return h
 }
 
@@ -249,11 +263,18 @@ func (m *managed) apply(ctx context.Context, st manager.State) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.last, m.retry = &st, false
+	if r, ok := st.Regions[m.d.cfg.Region]; ok {
+		m.fo.update(r) // follow a failover (failover.go)
+	}
 	running := make(map[string]manager.Inbound, len(m.peers))
 	for origin, p := range m.peers {
 		running[origin] = p.spec
 	}
-	plan := manager.PlanInbound(manager.DesiredInbound(st, m.d.cfg.Region), running)
+	desired := manager.DesiredInbound(st, m.d.cfg.Region)
+	if m.holdsChannels(st) { // a rebuild copies into this region
+		desired = map[string]manager.Inbound{}
+	}
+	plan := manager.PlanInbound(desired, running)
 	if plan.Empty() {
 		return
 	}

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/rs/zerolog"
 
 	"github.com/globalreplica/globalreplica/channel"
 	"github.com/globalreplica/globalreplica/internal/testnats"
@@ -28,32 +27,7 @@ type managedRegion struct {
 // own redis-server) connected to the config store at mgr.
 func startManaged(t *testing.T, mgr *testnats.Server, name string) *managedRegion {
 	t.Helper()
-	r := &managedRegion{name: name, nats: testnats.StartAuth(t, name, "gr", "secret")}
-	creds := NATS{User: "gr", Password: "secret"}
-	own, man := creds, creds
-	own.URL, man.URL = r.nats.URL(), mgr.URL()
-	d, err := Start(context.Background(), Config{
-		Instance: "shop", Region: name, Listen: "127.0.0.1:0",
-		Redis: *testredis.Start(t).Options(), NATS: own,
-		Manager: ManagerConfig{NATS: man, Heartbeat: 100 * time.Millisecond, Retry: 100 * time.Millisecond},
-		Log:     zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	r.d = d
-	r.c = redis.NewClient(&redis.Options{Addr: d.RESPAddr()})
-	t.Cleanup(func() {
-		_ = r.c.Close()
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("%s stopped with %v", name, err)
-		}
-	})
-	return r
+	return startManagedOn(t, mgr, name, testnats.StartAuth(t, name, "gr", "secret"), *testredis.Start(t).Options())
 }
 
 // waitFor polls cond until it holds or 10 s pass.

@@ -46,14 +46,25 @@ type Server struct {
 	// Dir is the server's working directory (dump and AOF files).
 	Dir string
 
-	t        testing.TB
-	opts     options
+	t      testing.TB
+	opts   options
+	mu     sync.Mutex
+	p      *proc // the current process (Restart replaces it)
+	client *redis.Client
+}
+
+// proc is one redis-server process of a Server.
+type proc struct {
 	cmd      *exec.Cmd
 	out      *syncBuffer
 	exited   chan struct{}
-	mu       sync.Mutex
-	client   *redis.Client
 	killOnce sync.Once
+}
+
+func (s *Server) proc() *proc {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.p
 }
 
 // Option configures Start.
@@ -98,21 +109,69 @@ func Start(t testing.TB, opts ...Option) *Server {
 	dir := t.TempDir()
 	var lastErr error
 	for range startAttempts {
-		s, err := start(t, path, dir, o)
-		if err == nil {
-			return s
+		port, err := freePort()
+		if err != nil {
+			t.Fatalf("testredis: %v", err)
 		}
-		lastErr = err
+		s := &Server{Port: port, Dir: dir, t: t, opts: o}
+		if lastErr = s.start(path); lastErr != nil {
+			continue
+		}
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("redis-server %s output:\n%s", s.Addr(), s.Output())
+			}
+			s.stop()
+		})
+		return s
 	}
 	t.Fatalf("testredis: %v", lastErr)
 	return nil
 }
 
-func start(t testing.TB, path, dir string, o options) (*Server, error) {
-	port, err := freePort()
-	if err != nil {
-		return nil, err
+// StartReplica starts a redis-server that replicates s (with s's password
+// as its own and as masterauth) and waits until its link to s is up.
+func (s *Server) StartReplica(t testing.TB, opts ...Option) *Server {
+	t.Helper()
+	opts = append([]Option{WithReplicaOf(s.Addr()), WithPassword(s.opts.password)}, opts...)
+	r := Start(t, opts...)
+	deadline := time.Now().Add(StartTimeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		info, err := r.Client().Info(ctx, "replication").Result()
+		cancel()
+		if err == nil && strings.Contains(info, "master_link_status:up") {
+			return r
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("testredis: replica %s of %s: link not up within %v (%v)\n%s", r.Addr(), s.Addr(), StartTimeout, err, info)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Restart starts the server again, on the same port and in the same
+// directory, after Kill: a crashed Redis coming back. Without persistence
+// it comes back empty; with WithReplicaOf it is a replica again.
+func (s *Server) Restart() {
+	s.t.Helper()
+	select {
+	case <-s.proc().exited:
+	default:
+		s.t.Fatalf("testredis: Restart of %s, which still runs (Kill it first)", s.Addr())
+	}
+	path, err := exec.LookPath("redis-server")
+	if err != nil {
+		s.t.Fatalf("redis-server not found: %v", err)
+	}
+	if err := s.start(path); err != nil {
+		s.t.Fatalf("testredis: restart: %v", err)
+	}
+}
+
+// start starts a process on s.Port and waits for its PING.
+func (s *Server) start(path string) error {
+	port, dir, o := s.Port, s.Dir, s.opts
 	args := []string{
 		"--port", strconv.Itoa(port),
 		"--bind", "127.0.0.1",
@@ -133,7 +192,7 @@ func start(t testing.TB, path, dir string, o options) (*Server, error) {
 	if o.replicaOf != "" {
 		host, p, err := net.SplitHostPort(o.replicaOf)
 		if err != nil {
-			return nil, fmt.Errorf("replica of %q: %w", o.replicaOf, err)
+			return fmt.Errorf("replica of %q: %w", o.replicaOf, err)
 		}
 		args = append(args, "--replicaof", host, p)
 		if o.password != "" {
@@ -148,13 +207,16 @@ func start(t testing.TB, path, dir string, o options) (*Server, error) {
 	cmd.Stdout, cmd.Stderr = out, out
 	setProcAttr(cmd)
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting redis-server: %w", err)
+		return fmt.Errorf("starting redis-server: %w", err)
 	}
-	s := &Server{Port: port, Dir: dir, t: t, opts: o, cmd: cmd, out: out, exited: make(chan struct{})}
+	pr := &proc{cmd: cmd, out: out, exited: make(chan struct{})}
 	go func() {
 		_ = cmd.Wait()
-		close(s.exited)
+		close(pr.exited)
 	}()
+	s.mu.Lock()
+	s.p = pr
+	s.mu.Unlock()
 
 	rdb := s.newClient()
 	defer func() { _ = rdb.Close() }()
@@ -167,23 +229,17 @@ func start(t testing.TB, path, dir string, o options) (*Server, error) {
 			break
 		}
 		select {
-		case <-s.exited:
-			return nil, fmt.Errorf("redis-server exited at start (port %d): %s", port, lastLines(out.String(), 10))
+		case <-pr.exited:
+			return fmt.Errorf("redis-server exited at start (port %d): %s", port, lastLines(out.String(), 10))
 		default:
 		}
 		if time.Now().After(deadline) {
 			s.kill()
-			return nil, fmt.Errorf("redis-server did not answer PING within %v: %w\n%s", StartTimeout, err, lastLines(out.String(), 10))
+			return fmt.Errorf("redis-server did not answer PING within %v: %w\n%s", StartTimeout, err, lastLines(out.String(), 10))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("redis-server %s output:\n%s", s.Addr(), s.out.String())
-		}
-		s.stop()
-	})
-	return s, nil
+	return nil
 }
 
 // Addr returns "127.0.0.1:<port>".
@@ -211,18 +267,20 @@ func (s *Server) Options() *redis.Options {
 
 func (s *Server) newClient() *redis.Client { return redis.NewClient(s.Options()) }
 
-// Output returns what the server has logged so far.
-func (s *Server) Output() string { return s.out.String() }
+// Output returns what the server's current process has logged so far.
+func (s *Server) Output() string { return s.proc().out.String() }
 
 // Kill stops the server at once with SIGKILL, as a crash would (nothing is
-// saved). Cleanup does nothing more afterwards.
+// saved). Cleanup does nothing more afterwards, unless Restart runs it
+// again.
 func (s *Server) Kill() {
 	s.kill()
-	<-s.exited
+	<-s.proc().exited
 }
 
 func (s *Server) kill() {
-	s.killOnce.Do(func() { _ = s.cmd.Process.Kill() })
+	p := s.proc()
+	p.killOnce.Do(func() { _ = p.cmd.Process.Kill() })
 }
 
 // stop asks the server to SHUTDOWN NOSAVE and kills it if it does not
@@ -233,8 +291,9 @@ func (s *Server) stop() {
 		_ = s.client.Close()
 	}
 	s.mu.Unlock()
+	p := s.proc()
 	select {
-	case <-s.exited:
+	case <-p.exited:
 		return
 	default:
 	}
@@ -246,10 +305,10 @@ func (s *Server) stop() {
 	cancel()
 	_ = rdb.Close()
 	select {
-	case <-s.exited:
+	case <-p.exited:
 	case <-time.After(StopTimeout):
 		s.kill()
-		<-s.exited
+		<-p.exited
 	}
 }
 

@@ -68,3 +68,43 @@ func TestReplicaAndKill(t *testing.T) {
 		t.Fatal("PING after Kill")
 	}
 }
+
+// TestStartReplicaAndRestart: StartReplica waits for the link; a killed
+// server restarts on its port, empty without persistence, and can then be
+// made a replica of another.
+func TestStartReplicaAndRestart(t *testing.T) {
+	ctx := context.Background()
+	primary := testredis.Start(t, testredis.WithPassword("pw"))
+	if err := primary.Client().Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	replica := primary.StartReplica(t)
+	deadline := time.Now().Add(10 * time.Second)
+	for replica.Client().Get(ctx, "k").Val() != "v" {
+		if time.Now().After(deadline) {
+			t.Fatal("the replica did not sync")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	primary.Kill()
+	primary.Restart()
+	if n, err := primary.Client().DBSize(ctx).Result(); err != nil || n != 0 {
+		t.Fatalf("restarted server: dbsize %d, %v (want an empty server)", n, err)
+	}
+	if err := replica.Client().Do(ctx, "REPLICAOF", "NO", "ONE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := primary.Client().Do(ctx, "CONFIG", "SET", "masterauth", "pw").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := primary.Client().Do(ctx, "REPLICAOF", "127.0.0.1", replica.Port).Err(); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for primary.Client().Get(ctx, "k").Val() != "v" {
+		if time.Now().After(deadline) {
+			t.Fatal("the restarted server did not sync from its new master")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
