@@ -190,7 +190,7 @@ func attached(t *testing.T, env *harness.Env, n *harness.Network, containerID st
 
 // waitFor polls cond until it holds or d passes; the detail of the last
 // poll goes into the failure.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() (bool, string)) {
+func waitFor(t testing.TB, d time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {

@@ -3,6 +3,7 @@ package harness
 import (
 	"context"
 	"io"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -23,9 +24,10 @@ type Container struct {
 	ID    string
 	Port  string // main port, "6379/tcp"
 
-	aliases map[string][]string // network name → aliases, restored by Connect
-	addrs   map[string]string   // container port ("6379/tcp") → "127.0.0.1:port"
-	removed bool                // Remove ran: nothing left to clean up
+	aliases map[string][]string   // network name → aliases, restored by Connect
+	ips     map[string]netip.Addr // network name → address before Disconnect, restored by Connect
+	addrs   map[string]string     // container port ("6379/tcp") → "127.0.0.1:port"
+	removed bool                  // Remove ran: nothing left to clean up
 }
 
 // Addr is the test's address of the main port: 127.0.0.1 and the host
@@ -64,6 +66,24 @@ func (c *Container) Networks() []string {
 	return names
 }
 
+// IP returns the container's address on network n; invalid when it is
+// not attached there.
+func (c *Container) IP(n *Network) netip.Addr {
+	c.env.t.Helper()
+	ctx, cancel := c.env.ctx(CleanupTimeout)
+	defer cancel()
+	in, err := c.env.docker.ContainerInspect(ctx, c.ID, client.ContainerInspectOptions{})
+	if err != nil {
+		c.env.t.Fatalf("harness: inspect %s: %v", c.Alias, err)
+	}
+	if in.Container.NetworkSettings != nil {
+		if ep := in.Container.NetworkSettings.Networks[n.Name]; ep != nil {
+			return ep.IPAddress
+		}
+	}
+	return netip.Addr{}
+}
+
 // Disconnect cuts the container off the network n (a partition): its
 // address on n disappears and peers there can no longer resolve or reach
 // it. Ports published through n stop working too.
@@ -71,6 +91,11 @@ func (c *Container) Disconnect(n *Network) {
 	c.env.t.Helper()
 	ctx, cancel := c.env.ctx(CleanupTimeout)
 	defer cancel()
+	if n.Subnet.IsValid() {
+		if ip := c.IP(n); ip.IsValid() {
+			c.ips[n.Name] = ip
+		}
+	}
 	if _, err := c.env.docker.NetworkDisconnect(ctx, n.ID, client.NetworkDisconnectOptions{Container: c.ID}); err != nil {
 		c.env.t.Fatalf("harness: disconnect %s from %s: %v", c.Alias, n.Name, err)
 	}
@@ -78,7 +103,8 @@ func (c *Container) Disconnect(n *Network) {
 }
 
 // Connect attaches the container to n (heals a partition), with the
-// aliases it had there, or its name if it was never on n.
+// aliases it had there, or its name if it was never on n. On a network
+// with FixedAddresses it gets back the address it had before Disconnect.
 func (c *Container) Connect(n *Network) {
 	c.env.t.Helper()
 	aliases, ok := c.aliases[n.Name]
@@ -86,11 +112,15 @@ func (c *Container) Connect(n *Network) {
 		aliases = []string{c.Alias}
 		c.aliases[n.Name] = aliases
 	}
+	ep := &network.EndpointSettings{Aliases: aliases}
+	if ip, ok := c.ips[n.Name]; ok && n.Subnet.IsValid() {
+		ep.IPAMConfig = &network.EndpointIPAMConfig{IPv4Address: ip}
+	}
 	ctx, cancel := c.env.ctx(CleanupTimeout)
 	defer cancel()
 	if _, err := c.env.docker.NetworkConnect(ctx, n.ID, client.NetworkConnectOptions{
 		Container:      c.ID,
-		EndpointConfig: &network.EndpointSettings{Aliases: aliases},
+		EndpointConfig: ep,
 	}); err != nil {
 		c.env.t.Fatalf("harness: connect %s to %s: %v", c.Alias, n.Name, err)
 	}
@@ -239,7 +269,7 @@ func (c *Container) tail(n int) string {
 // cleanup removes the container at the end of the test, logging the tail
 // of its output first when the test failed.
 func (c *Container) cleanup() {
-	t := c.env.t
+	t := c.env.owner
 	if c.removed {
 		return
 	}

@@ -27,5 +27,14 @@
 // the name given to Redis, NATS, Child or Run is the container's alias on
 // every network it joins.
 //
-// Helpers call t.Fatal on error, so call them from the test goroutine.
+// Helpers call t.Fatal on error, so call them from the test goroutine. A
+// subtest that uses its parent's Env calls defer env.Scope(t)() first, so
+// that failures are reported to the subtest.
+//
+// Beyond the servers: NetworkWith(name, NetworkOptions{FixedAddresses:
+// true}) gives a network its own subnet, on which a reconnected container
+// gets its address back (a healed WAN cut, not a moved machine); Manager
+// starts a long-running channel-manager (`run`), ManagerCLI and RunOnce run
+// a command container to completion and return its exit code and output;
+// ForRunning waits for a program that neither listens nor prints.
 package harness

@@ -48,7 +48,8 @@ var LocalHost = netip.MustParseAddr("127.0.0.1")
 // carries the test's name in its labels and in its Docker name
 // (gr-e2e-<id>-<name>), and is removed when the test ends.
 type Env struct {
-	t      testing.TB
+	owner  testing.TB // the test of New: cleanups run when it ends
+	t      testing.TB // the test that calls helpers now (see Scope)
 	docker *client.Client
 	id     string // random, unique per Env
 }
@@ -63,7 +64,25 @@ func New(t testing.TB) *Env {
 	}
 	var b [4]byte
 	_, _ = rand.Read(b[:])
-	return &Env{t: t, docker: cli, id: hex.EncodeToString(b[:])}
+	return &Env{owner: t, t: t, docker: cli, id: hex.EncodeToString(b[:])}
+}
+
+// Scope makes the subtest t the one that helpers report to (failures,
+// logs, context) until the returned function restores the previous one, so
+// that a subtest may use containers of its parent's Env:
+//
+//	t.Run("partition", func(t *testing.T) {
+//		defer env.Scope(t)()
+//		...
+//	})
+//
+// Everything created stays owned by the Env's test: it is removed when that
+// test ends, not the subtest. Subtests using one Env must not run in
+// parallel.
+func (e *Env) Scope(t testing.TB) (restore func()) {
+	prev := e.t
+	e.t = t
+	return func() { e.t = prev }
 }
 
 // Docker returns the Docker API client, for checks the harness does not
@@ -100,6 +119,20 @@ func (e *Env) dockerName(name string) string {
 type Network struct {
 	Name string // Docker name, gr-e2e-<id>-<name>
 	ID   string
+	// Subnet is the network's own subnet when it was created with
+	// NetworkOptions.FixedAddresses; zero otherwise.
+	Subnet netip.Prefix
+}
+
+// NetworkOptions configures a network.
+type NetworkOptions struct {
+	// FixedAddresses gives the network a subnet of its own (a free /24 of
+	// 10.200.0.0/13), so that a container reconnected after a Disconnect
+	// gets back the address it had: a healed partition then looks to the
+	// peers like a real WAN cut that ended (same addresses, TCP connections
+	// resume), not like a machine that moved. Without it, Docker may hand
+	// out a different address on Connect.
+	FixedAddresses bool
 }
 
 // Network creates a bridge network with a unique Docker name derived from
@@ -107,19 +140,40 @@ type Network struct {
 // cleanups run in reverse order).
 func (e *Env) Network(name string) *Network {
 	e.t.Helper()
+	return e.NetworkWith(name, NetworkOptions{})
+}
+
+// NetworkWith is Network with options.
+func (e *Env) NetworkWith(name string, o NetworkOptions) *Network {
+	e.t.Helper()
 	full := e.dockerName(name)
 	ctx, cancel := e.ctx(CleanupTimeout)
 	defer cancel()
-	res, err := e.docker.NetworkCreate(ctx, full, client.NetworkCreateOptions{Driver: "bridge", Labels: e.labels()})
+	opts := client.NetworkCreateOptions{Driver: "bridge", Labels: e.labels()}
+	var subnet netip.Prefix
+	var res client.NetworkCreateResult
+	var err error
+	for attempt := 0; ; attempt++ {
+		if o.FixedAddresses {
+			var b [2]byte
+			_, _ = rand.Read(b[:])
+			subnet = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 200 + b[0]%8, b[1], 0}), 24)
+			opts.IPAM = &network.IPAM{Driver: "default", Config: []network.IPAMConfig{{Subnet: subnet}}}
+		}
+		res, err = e.docker.NetworkCreate(ctx, full, opts)
+		if err == nil || !o.FixedAddresses || attempt >= 20 || !strings.Contains(err.Error(), "overlap") {
+			break
+		}
+	}
 	if err != nil {
 		e.t.Fatalf("harness: create network %s: %v", full, err)
 	}
-	n := &Network{Name: full, ID: res.ID}
-	e.t.Cleanup(func() {
+	n := &Network{Name: full, ID: res.ID, Subnet: subnet}
+	e.owner.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), CleanupTimeout)
 		defer cancel()
 		if err := removeNetwork(ctx, e.docker, n.ID); err != nil && !cerrdefs.IsNotFound(err) {
-			e.t.Errorf("harness: cleanup: %v", err)
+			e.owner.Errorf("harness: cleanup: %v", err)
 		}
 	})
 	return n
@@ -146,11 +200,14 @@ type ContainerSpec struct {
 // would otherwise pick a new random port each time it re-publishes).
 func (e *Env) Run(name string, spec ContainerSpec, nets ...*Network) *Container {
 	e.t.Helper()
-	if spec.Port == "" {
-		e.t.Fatalf("harness: %s: ContainerSpec.Port is empty", name)
+	if spec.Port == "" && (spec.Wait == nil || len(spec.Ports) > 0) {
+		e.t.Fatalf("harness: %s: ContainerSpec.Port is empty (a container without ports needs a Wait strategy)", name)
 	}
 	full := e.dockerName(name)
-	ports := append([]string{spec.Port}, spec.Ports...)
+	var ports []string
+	if spec.Port != "" {
+		ports = append([]string{spec.Port}, spec.Ports...)
+	}
 	for i, p := range ports {
 		port, err := network.ParsePort(p)
 		if err != nil {
@@ -166,7 +223,10 @@ func (e *Env) Run(name string, spec ContainerSpec, nets ...*Network) *Container 
 
 	const attempts = 3
 	for attempt := 1; ; attempt++ {
-		c := &Container{env: e, Name: full, Alias: name, Port: ports[0], aliases: map[string][]string{}, addrs: map[string]string{}}
+		c := &Container{env: e, Name: full, Alias: name, aliases: map[string][]string{}, addrs: map[string]string{}, ips: map[string]netip.Addr{}}
+		if len(ports) > 0 {
+			c.Port = ports[0]
+		}
 		hostPorts, err := freePorts(len(ports))
 		if err != nil {
 			e.t.Fatalf("harness: %s: %v", name, err)
@@ -203,7 +263,7 @@ func (e *Env) Run(name string, spec ContainerSpec, nets ...*Network) *Container 
 		tc, err := testcontainers.GenericContainer(ctx, testcontainers.GenericContainerRequest{
 			ContainerRequest: req,
 			Started:          true,
-			Logger:           tclog.TestLogger(e.t),
+			Logger:           tclog.TestLogger(e.owner),
 		})
 		cancel()
 		if tc != nil {
@@ -219,7 +279,7 @@ func (e *Env) Run(name string, spec ContainerSpec, nets ...*Network) *Container 
 			continue
 		}
 		if tc != nil {
-			e.t.Cleanup(c.cleanup)
+			e.owner.Cleanup(c.cleanup)
 		}
 		if err != nil {
 			if tc != nil {

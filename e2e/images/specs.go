@@ -126,12 +126,22 @@ func Child() Spec {
 	}
 }
 
-// RepoImages lists the images built from this repository's binaries. Add
-// the channel manager here once ./cmd/channel-manager exists:
-//
-//	{Ref: ManagerRef, GoPackage: "./cmd/channel-manager", Binary: "/channel-manager", Dirs: []string{"/tmp"}}
+// Manager is the spec of gr-manager:e2e, the channel-manager CLI of
+// ./cmd/channel-manager. It has no default command: run it with the CLI's
+// arguments (["run", "--nats", ...], ["verify", ...]).
+func Manager() Spec {
+	return Spec{
+		Ref:       ManagerRef,
+		GoPackage: "./cmd/channel-manager",
+		Binary:    "/channel-manager",
+		Dirs:      []string{"/tmp"},
+	}
+}
+
+// RepoImages lists the images built from this repository's binaries: the
+// child and the channel manager.
 func RepoImages() []Spec {
-	return []Spec{Child()}
+	return []Spec{Child(), Manager()}
 }
 
 // All lists every image of the suite: Redis, NATS and RepoImages.
