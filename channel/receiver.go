@@ -295,8 +295,26 @@ func (r *Receiver) session(ctx context.Context) error {
 	r.st.AppliedSeq, r.st.LastError = applied, ""
 	r.mu.Unlock()
 	r.log.Info().Uint64("applied", applied).Uint64("stream_first", info.State.FirstSeq).Uint64("stream_last", info.State.LastSeq).Msg("channel started")
-	expect := start
+	// A fetcher goroutine reads the next batch from JetStream while this
+	// one applies the current one. It must be gone before the session
+	// returns: a fetch left running would take messages from the consumer
+	// that the next session creates under the same name.
+	fctx, cancel := context.WithCancel(ctx)
+	batches := make(chan fetched, 1)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.fetchLoop(fctx, cons, start, batches)
+	}()
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	expect := start // the next sequence number to apply
 	leaseAt := time.Now()
+	idle := time.NewTimer(r.cfg.FetchWait)
+	defer idle.Stop()
 	for {
 		if ctx.Err() != nil {
 			return nil //nolint:nilerr // the context ending is a clean stop
@@ -333,87 +351,184 @@ func (r *Receiver) session(ctx context.Context) error {
 			leaseAt = time.Now()
 		}
 		r.setState(StateRunning, nil)
-		if err := r.step(ctx, cons, &expect); err != nil {
-			return err
+		// Wait for the next batch at most FetchWait, so that pause and the
+		// lease are looked at while the origin is quiet.
+		if !idle.Stop() {
+			select {
+			case <-idle.C:
+			default:
+			}
+		}
+		idle.Reset(r.cfg.FetchWait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-idle.C:
+			continue
+		case b := <-batches:
+			if err := r.step(ctx, b); err != nil {
+				return err
+			}
+			if b.next > expect {
+				expect = b.next
+			}
 		}
 	}
 }
 
-// step fetches, throttles, applies and acknowledges one batch.
-func (r *Receiver) step(ctx context.Context, cons jetstream.Consumer, expect *uint64) error {
-	r.mu.Lock()
-	opsLim, bytesLim := r.opsLim, r.bytesLim
-	r.mu.Unlock()
-	n := r.cfg.Batch
-	if opsLim != nil {
-		n = min(n, opsLim.Burst())
-	}
-	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(r.cfg.FetchWait))
-	if err != nil {
-		return err
-	}
-	var (
-		ops   [][]byte
-		last  jetstream.Msg
-		md    *jetstream.MsgMetadata
-		bytes int
-	)
-	for msg := range batch.Messages() {
-		m, err := msg.Metadata()
-		if err != nil {
-			return err
+// fetched is one batch the fetcher read: the ops to apply in order, the
+// last message (acknowledged with AckAll once the ops are applied) or the
+// error that ended the fetcher.
+type fetched struct {
+	ops  [][]byte
+	last jetstream.Msg
+	md   *jetstream.MsgMetadata
+	next uint64 // the sequence number after this batch
+	err  error
+}
+
+// fetchLoop reads batches from the consumer, checks that they continue the
+// sequence from expect, and hands them to the session in order until ctx
+// ends or an error, which it hands over as the last batch. It applies what
+// has arrived instead of waiting for a full batch: while messages keep
+// coming it asks only for those already available (FetchNoWait); when
+// none are, it waits up to FetchWait for the next one. Every fetch is read
+// to its end, none is abandoned.
+func (r *Receiver) fetchLoop(ctx context.Context, cons jetstream.Consumer, expect uint64, out chan<- fetched) {
+	send := func(b fetched) bool {
+		select {
+		case out <- b:
+			return true
+		case <-ctx.Done():
+			return false
 		}
-		skip, err := resume.CheckNext(r.cfg.Origin, *expect, m.Sequence.Stream)
-		if err != nil {
-			// A jump in what the consumer delivers is not yet a gap:
-			// messages of an abandoned fetch are redelivered only after the
-			// ack wait. Start over from the applied vector; the stream's
-			// first sequence then tells whether ops really aged out.
-			return fmt.Errorf("%w: delivery jumped ahead: %w", errResync, err)
-		}
-		last, md = msg, m
-		if skip {
+	}
+	wait := true
+	for ctx.Err() == nil {
+		if r.paused.Load() {
+			// Paused: fetch nothing new; the session holds what it has.
+			sleep(ctx, 10*time.Millisecond)
+			wait = true
 			continue
 		}
-		ops = append(ops, msg.Data())
-		bytes += len(msg.Data())
-		*expect = m.Sequence.Stream + 1
+		r.mu.Lock()
+		opsLim := r.opsLim
+		r.mu.Unlock()
+		n := r.cfg.Batch
+		if opsLim != nil {
+			n = min(n, opsLim.Burst())
+		}
+		var (
+			batch jetstream.MessageBatch
+			err   error
+		)
+		if wait {
+			// Nothing was pending: hand over the first op that arrives.
+			batch, err = cons.Fetch(1, jetstream.FetchMaxWait(r.cfg.FetchWait))
+		} else {
+			batch, err = cons.FetchNoWait(n)
+		}
+		if err != nil {
+			send(fetched{err: err})
+			return
+		}
+		b := fetched{next: expect}
+		for msg := range batch.Messages() {
+			if b.err != nil {
+				continue // read the fetch to its end
+			}
+			m, err := msg.Metadata()
+			if err != nil {
+				b.err = err
+				continue
+			}
+			skip, err := resume.CheckNext(r.cfg.Origin, b.next, m.Sequence.Stream)
+			if err != nil {
+				// A jump in what the consumer delivers is not yet a gap:
+				// messages of an abandoned fetch are redelivered only
+				// after the ack wait. Start over from the applied vector;
+				// the stream's first sequence then tells whether ops
+				// really aged out.
+				b.err = fmt.Errorf("%w: delivery jumped ahead: %w", errResync, err)
+				continue
+			}
+			b.last, b.md = msg, m
+			if skip {
+				continue
+			}
+			b.ops = append(b.ops, msg.Data())
+			b.next = m.Sequence.Stream + 1
+		}
+		if b.err == nil {
+			if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, nats.ErrTimeout) {
+				b.err = err
+			}
+		}
+		if b.err != nil {
+			send(fetched{err: b.err})
+			return
+		}
+		if b.last == nil {
+			wait = true
+			continue
+		}
+		wait = false
+		expect = b.next
+		if !send(b) {
+			return
+		}
 	}
-	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, nats.ErrTimeout) {
-		return err
+}
+
+// step throttles, applies and acknowledges one fetched batch.
+func (r *Receiver) step(ctx context.Context, b fetched) error {
+	if b.err != nil {
+		return b.err
 	}
-	if last == nil {
-		return nil
-	}
-	if len(ops) > 0 {
-		// Paused while the fetch was in flight: hold the batch, apply nothing.
+	for ops := b.ops; len(ops) > 0; {
+		// Paused while the batch was fetched: hold it, apply nothing.
 		if err := r.holdWhilePaused(ctx); err != nil {
 			return err
 		}
+		// A throttled channel applies at most a bucket of ops at a time,
+		// so that the ops applied follow the limit closely also when the
+		// batch was fetched before the throttle was set.
+		r.mu.Lock()
+		opsLim, bytesLim := r.opsLim, r.bytesLim
+		r.mu.Unlock()
+		chunk := ops
+		if opsLim != nil && len(chunk) > opsLim.Burst() {
+			chunk = chunk[:opsLim.Burst()]
+		}
 		if opsLim != nil {
-			if err := opsLim.WaitN(ctx, len(ops)); err != nil {
+			if err := opsLim.WaitN(ctx, len(chunk)); err != nil {
 				return err
 			}
 		}
-		for rest := bytes; bytesLim != nil && rest > 0; {
-			chunk := min(rest, bytesLim.Burst())
-			if err := bytesLim.WaitN(ctx, chunk); err != nil {
-				return err
+		if bytesLim != nil {
+			bytes := 0
+			for _, op := range chunk {
+				bytes += len(op)
 			}
-			rest -= chunk
+			for rest := bytes; rest > 0; {
+				n := min(rest, bytesLim.Burst())
+				if err := bytesLim.WaitN(ctx, n); err != nil {
+					return err
+				}
+				rest -= n
+			}
 		}
-		res, err := r.applier.Apply(ctx, r.cfg.Origin, ops)
+		res, err := r.applier.Apply(ctx, r.cfg.Origin, chunk)
 		if err != nil {
 			return err
 		}
-		r.record(res, md)
+		r.record(res, b.md)
+		ops = ops[len(chunk):]
 	}
 	// AckAll: acknowledges every message up to this one, after the apply
-	// and the applied-vector update are durable in Redis.
-	if err := last.Ack(); err != nil {
-		return err
-	}
-	return nil
+	// and the applied-vector update are durable in Redis. The ack is a
+	// publish: it does not wait for the server.
+	return b.last.Ack()
 }
 
 // holdWhilePaused waits while the channel is paused, keeping its lease.

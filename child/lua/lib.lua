@@ -147,12 +147,12 @@ local function dec_runs(a)
   return m
 end
 
+local function by_region(a, b) return a[1] < b[1] end
+
 local function enc_runs(m)
   local out = {}
-  for i, k in ipairs(sorted_keys(m)) do
-    local r = m[k]
-    out[i] = {k, r[1], r[2], r[3], r[4]}
-  end
+  for k, r in pairs(m) do out[#out + 1] = {k, r[1], r[2], r[3], r[4]} end
+  if #out > 1 then table.sort(out, by_region) end
   return out
 end
 
@@ -170,12 +170,30 @@ end
 
 local function new_elem() return {e = {}, c = {}, r = {}} end
 
+local function dec_rec(s)
+  local a = mp_unpack(s)
+  if type(a) ~= 'table' or a[1] ~= VERSION then fail('ERR corrupt state record') end
+  return a
+end
+
 -- crdt.UnmarshalState
 local function dec_state(s)
   if not s then return new_elem(), {e = {}, r = {}} end
-  local a = mp_unpack(s)
-  if type(a) ~= 'table' or a[1] ~= VERSION then fail('ERR corrupt state record') end
+  local a = dec_rec(s)
   return {e = a[2] or {}, c = dec_runs(a[3]), r = dec_runs(a[4])}, {e = a[5] or {}, r = dec_vec(a[6])}
+end
+
+-- dec_elem is dec_state's element alone (nil: no state yet)
+local function dec_elem(s)
+  if not s then return new_elem() end
+  local a = dec_rec(s)
+  return {e = a[2] or {}, c = dec_runs(a[3]), r = dec_runs(a[4])}
+end
+
+-- dec_exp is dec_state's expiry register alone
+local function dec_exp(s)
+  local a = dec_rec(s)
+  return {e = a[5] or {}, r = dec_vec(a[6])}
 end
 
 local function elem_empty(el)
@@ -197,6 +215,7 @@ end
 
 -- crdt.Elem.Delta
 local function delta(el)
+  if next(el.c) == nil then return 0, 0, false end
   local i, f, has = 0, 0, false
   for _, r in ipairs(sorted_keys(el.c)) do
     local c, rm = el.c[r], el.r[r]
@@ -256,18 +275,24 @@ end
 -- crdt.Elem.merge; returns a conflict kind or nil
 local function merge(el, region, seq, ms, lc, eo)
   local rms = eo[3]
+  local raised = false
   if rms then
     for _, x in ipairs(rms) do
-      if x[2] > rmseq(el, x[1]) then el.r[x[1]] = {x[2], x[3], x[4], x[5]} end
+      if x[2] > rmseq(el, x[1]) then el.r[x[1]] = {x[2], x[3], x[4], x[5]}; raised = true end
     end
   end
-  local kept = {}
-  for _, en in ipairs(el.e) do
-    if en[2] > rmseq(el, en[1]) then kept[#kept + 1] = en end
-  end
-  el.e = kept
-  for r, c in pairs(el.c) do
-    if c[1] <= rmseq(el, r) then el.c[r] = nil end
+  local kept
+  if raised then
+    -- entries and counter runs are always above the removal context they
+    -- were merged with: only a raised context removes any
+    kept = {}
+    for _, en in ipairs(el.e) do
+      if en[2] > rmseq(el, en[1]) then kept[#kept + 1] = en end
+    end
+    el.e = kept
+    for r, c in pairs(el.c) do
+      if c[1] <= rmseq(el, r) then el.c[r] = nil end
+    end
   end
   local kind = eo[4]
   local conflict
@@ -287,7 +312,7 @@ local function merge(el, region, seq, ms, lc, eo)
       end
     end
     kept[#kept + 1] = {region, seq, ms, lc, eo[5]}
-    table.sort(kept, function(a, b) return a[1] < b[1] end)
+    if #kept > 1 then table.sort(kept, by_region) end
     el.e = kept
   elseif kind == 2 then
     local cur = el.c[region]
@@ -307,13 +332,16 @@ local function observed(el)
   local rm = {}
   for _, en in ipairs(el.e) do
     local cur = rm[en[1]]
-    if not cur or en[2] > cur[1] then rm[en[1]] = {en[2], 0, 0, 0} end
+    if not cur or en[2] > cur[2] then rm[en[1]] = {en[1], en[2], 0, 0, 0} end
   end
   for r, c in pairs(el.c) do
     local cur = rm[r]
-    if not cur or c[1] > cur[1] then rm[r] = {c[1], c[2], c[3], c[4]} end
+    if not cur or c[1] > cur[2] then rm[r] = {r, c[1], c[2], c[3], c[4]} end
   end
-  return enc_runs(rm)
+  local out = {}
+  for _, run in pairs(rm) do out[#out + 1] = run end
+  if #out > 1 then table.sort(out, by_region) end
+  return out
 end
 
 -- expiry register: x = {e = {{region, seq, deadline}...}, r = {region = seq}}
@@ -361,7 +389,7 @@ local function exp_merge(x, region, seq, xo)
     if en[1] ~= region then kept[#kept + 1] = en end
   end
   kept[#kept + 1] = {region, seq, d}
-  table.sort(kept, function(a, b) return a[1] < b[1] end)
+  if #kept > 1 then table.sort(kept, by_region) end
   x.e = kept
   return conflict
 end
@@ -408,11 +436,10 @@ local function load_key(name, now, str_hint)
     s = rcall('GET', 'k:' .. name)
     K.kexists = s ~= false
   end
-  if s then K.elems[T_STR][''] = dec_state(s) end
+  if s then K.elems[T_STR][''] = dec_elem(s) end
   local xs = rcall('GET', 'x:' .. name)
   if xs then
-    local _
-    _, K.x = dec_state(xs)
+    K.x = dec_exp(xs)
   else
     K.x = {e = {}, r = {}}
   end
@@ -439,7 +466,7 @@ local function get_elem(K, t, fname)
     el = new_elem()
   else
     db(1)
-    el = dec_state(rcall('HGET', PREFIX[t] .. K.name, fname))
+    el = dec_elem(rcall('HGET', PREFIX[t] .. K.name, fname))
   end
   K.elems[t][fname] = el
   return el
@@ -450,7 +477,7 @@ local function load_all(K, t)
   db(1)
   local kv = rcall('HGETALL', PREFIX[t] .. K.name)
   for i = 1, #kv, 2 do
-    if not K.elems[t][kv[i]] then K.elems[t][kv[i]] = dec_state(kv[i + 1]) end
+    if not K.elems[t][kv[i]] then K.elems[t][kv[i]] = dec_elem(kv[i + 1]) end
   end
   K.loaded_all[t] = true
 end
@@ -554,8 +581,15 @@ local function save(K, xdirty)
         if t == T_STR then
           l = live(sel)
         else
-          db(0)
-          l = rcall('EXISTS', K.name) == 1
+          -- a live element just written to the view keeps the key there
+          l = false
+          for fname in pairs(K.dirty[t]) do
+            if live(K.elems[t][fname]) then l = true; break end
+          end
+          if not l then
+            db(0)
+            l = rcall('EXISTS', K.name) == 1
+          end
         end
       elseif (vt0 == 0 and not was_expired) or t < vt0 then
         -- not live before: only what this change touched can be live now
@@ -661,11 +695,51 @@ local function type_check(K, op)
   return n > 1
 end
 
+local NONE = {} -- an empty list that is never written to
+
+-- apply_str_live applies an op that writes the string element of a key and
+-- nothing else (no other element, no expiry part) when that key is a live
+-- string without a deadline in db 0 (no TTL there), or a key without any
+-- state, and is a live string afterwards: then the expiry register cannot
+-- matter, no other type is visible before or after and the string's state
+-- lives in db 0 alone (docs/storage.md), so the op is merged there: what
+-- load_key, merge and save would do, with fewer reads. It writes nothing
+-- and returns nil when the op or the key is not that case.
+local function apply_str_live(op, now)
+  local eos = op[7]
+  if #eos ~= 1 or op[8][1] then return nil end
+  local eo = eos[1]
+  if eo[1] ~= T_STR then return nil end
+  local name = op[6]
+  db(0)
+  local s = redis.pcall('GET', name)
+  local el
+  if s == false then
+    -- absent from db 0: the same holds when the key has no state in db 1
+    -- at all (no tombstone, expiry register or other type)
+    db(1)
+    if rcall('EXISTS', 'k:' .. name, 'x:' .. name, 'h:' .. name, 's:' .. name, 'z:' .. name) ~= 0 then return nil end
+    el = new_elem()
+  elseif type(s) ~= 'string' or rcall('PTTL', name) ~= -1 then
+    return nil
+  else
+    el = dec_elem(s)
+  end
+  local c = merge(el, op[2], op[3], op[4], op[5], eo)
+  if not live(el) then return nil end
+  db(0)
+  rcall('SET', name, enc_elem(el))
+  if not c then return NONE, NONE end
+  return {c}, {conflict_rec(c, {name = name, now = now}, T_STR, '', el, op)}
+end
+
 -- apply one decoded op (wire array) to its key; returns the conflict kinds
 -- and a record of each for the conflict log
 local function apply_op(op, now)
+  local fc, fr = apply_str_live(op, now)
+  if fc then return fc, fr end
   local region, seq, ms, lc = op[2], op[3], op[4], op[5]
-  local K = load_key(op[6], now)
+  local K = load_key(op[6], now, op[7][1] and op[7][1][1] == T_STR)
   local conflicts, recs = {}, {}
   local before = type_check(K, op) and live_types(K)
   for _, eo in ipairs(op[7]) do

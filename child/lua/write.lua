@@ -6,10 +6,15 @@
 
 -- per-call state (functions run one at a time; gr_write sets these first)
 local region, wall, seq, cms, clc, logged, oplog
+-- clean[key] is true when the key had no state in db 1 when the call
+-- began (see str_fast); valid until a command takes the general path,
+-- which may write db 1 (the fast paths never do)
+local clean, clean_valid
 
 -- builder ---------------------------------------------------------------------
 
 local function begin(name, str_hint)
+  clean_valid = false
   local K = load_key(name, wall, str_hint)
   local ms, lc = cms, clc
   if wall > ms then ms, lc = wall, 0 else lc = lc + 1 end
@@ -99,6 +104,55 @@ local function done(B)
   return true
 end
 
+-- fast paths -------------------------------------------------------------------
+-- A key with no state in db 1 at all (no expiry register, no tombstone, no
+-- other type) is either absent or a live string without a deadline whose
+-- whole state is its record in db 0 (docs/storage.md). SET and INCRBY on
+-- such a key build the same op as the builder above and leave the same
+-- state, reading and writing db 0 only after one EXISTS in db 1.
+
+-- str_fast returns the string element of such a key and whether the key
+-- exists, or nil when the key has state in db 1 (take the general path)
+local function db1_empty(name)
+  return rcall('EXISTS', 'x:' .. name, 'k:' .. name, 'h:' .. name, 's:' .. name, 'z:' .. name) == 0
+end
+
+local function str_fast(name)
+  local c = clean_valid and clean[name]
+  if c == nil then
+    db(1)
+    c = db1_empty(name)
+  end
+  if not c then return nil end
+  db(0)
+  local s = redis.pcall('GET', name)
+  if s == false then return new_elem(), false end
+  if type(s) ~= 'string' then return nil end
+  return dec_elem(s), true
+end
+
+-- fast_done logs the op of one element op eo (of sequence number seq + 1)
+-- on the string name and merges it into el, the key's live state
+local function fast_done(name, el, eo)
+  local ms, lc = cms, clc
+  if wall > ms then ms, lc = wall, 0 else lc = lc + 1 end
+  local s = seq + 1
+  oplog[#oplog + 1] = mp_pack({VERSION, region, s, ms, lc, name, {eo}, {}})
+  seq, cms, clc = s, ms, lc
+  logged = logged + 1
+  merge(el, region, s, ms, lc, eo)
+  db(0)
+  rcall('SET', name, enc_elem(el))
+end
+
+-- fast_set is do_set without options (b_set, no expiry to clear)
+local function fast_set(name, val)
+  local el = str_fast(name)
+  if not el then return false end
+  fast_done(name, el, {T_STR, '', observed(el), 1, val})
+  return true
+end
+
 local function visible_as(K, t)
   local vt = vtype(K)
   if vt ~= 0 and vt ~= t then fail(E_WRONGTYPE) end
@@ -122,6 +176,7 @@ local C = {}
 
 -- set key val nx xx get keepttl ttlmode(''|rel|abs) ttlms
 local function do_set(name, val, nx, xx, get, keepttl, ttlmode, ttlms)
+  if not (nx or xx or get or keepttl) and ttlmode == '' and fast_set(name, val) then return true, nil end
   local B = begin(name, true)
   local K = B.K
   if get then visible_as(K, T_STR) end
@@ -166,8 +221,37 @@ C.mset = function(a)
   return {ok = 'OK'}
 end
 
+-- fast_incrby is C.incrby on a key without state in db 1 (see str_fast);
+-- nil when the key has some
+local function fast_incrby(name, d)
+  local el, exists = str_fast(name)
+  if not el then return nil end
+  local cur = 0
+  if exists then
+    local v = string_value(el)
+    if v then
+      local kind, n = parse_num(v)
+      if kind ~= 1 then
+        if kind == 2 and is_canonical_int(v) then fail(E_OVERFLOW) end
+        fail(E_NOTINT)
+      end
+      cur = n
+    end
+  end
+  check_int_add(cur, d)
+  -- b_incr: the op carries this region's counter run, extended
+  local start, i, f = seq + 1, d, 0
+  local c = el.c[region]
+  if c then start, i, f = c[2], c[3] + d, c[4] + 0 end
+  if i > MAXSAFE or i < -MAXSAFE then fail(E_OVERFLOW) end
+  fast_done(name, el, {T_STR, '', {}, 2, start, i, f})
+  return cur + d
+end
+
 C.incrby = function(a)
   local d = tonumber(a[2])
+  local r = fast_incrby(a[1], d)
+  if r then return r end
   local B = new_builder(a[1], true)
   visible_as(B.K, T_STR)
   local cur = 0
@@ -470,6 +554,24 @@ local function gr_write(_, argv)
   end
   seq, cms, clc = tonumber(m[1] or '0'), tonumber(m[2] or '0'), tonumber(m[3] or '0')
   logged, oplog = 0, {}
+  -- the keys of SET and INCRBY commands: is their state all in db 0?
+  -- Asked here, while in db 1, rather than once per command between two
+  -- SELECTs.
+  clean, clean_valid = {}, true
+  local function pre(name, args, j)
+    if (name == 'set' or name == 'incrby') and args[j] and clean[args[j]] == nil then
+      clean[args[j]] = db1_empty(args[j])
+    end
+  end
+  if argv[2] == '*' then
+    local i = 4
+    for _ = 1, tonumber(argv[3]) do
+      pre(argv[i + 1], argv, i + 2)
+      i = i + tonumber(argv[i]) + 1
+    end
+  else
+    pre(argv[2], argv, 3)
+  end
   local res
   if argv[2] == '*' then
     res = {}
