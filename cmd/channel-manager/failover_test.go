@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,55 +11,8 @@ import (
 
 	"github.com/globalreplica/globalreplica/internal/daemon"
 	"github.com/globalreplica/globalreplica/internal/testredis"
+	"github.com/globalreplica/globalreplica/internal/workload"
 )
-
-// counter increments n on a region's child until stopped and counts the
-// acknowledged increments and the failures that may have been applied
-// anyway (a connection lost mid-request); TRYAGAIN and READONLY were not.
-type counter struct {
-	stop chan struct{}
-	done chan struct{}
-
-	mu        sync.Mutex
-	acked     int
-	ambiguous int
-	refused   int
-}
-
-func count(c *redis.Client) *counter {
-	w := &counter{stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(w.done)
-		for {
-			select {
-			case <-w.stop:
-				return
-			default:
-			}
-			err := c.IncrBy(context.Background(), "n", 1).Err()
-			w.mu.Lock()
-			switch {
-			case err == nil:
-				w.acked++
-			case strings.HasPrefix(err.Error(), "TRYAGAIN"), strings.HasPrefix(err.Error(), "READONLY"):
-				w.refused++
-			default:
-				w.ambiguous++
-			}
-			w.mu.Unlock()
-			time.Sleep(2 * time.Millisecond)
-		}
-	}()
-	return w
-}
-
-func (w *counter) halt() (acked, ambiguous, refused int) {
-	close(w.stop)
-	<-w.done
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.acked, w.ambiguous, w.refused
-}
 
 // replInfo returns the INFO replication fields of a Redis.
 func replInfo(c *redis.Client) map[string]string {
@@ -105,7 +57,7 @@ func TestFailoverCommand(t *testing.T) {
 	}
 
 	eventually(t, "channels both ways", func() bool { return len(sgp.d.Statuses()) == 1 && len(fra.d.Statuses()) == 1 })
-	w := count(sgp.c)
+	w := workload.StartIncrementer(sgp.c, "n", 2*time.Millisecond)
 	time.Sleep(500 * time.Millisecond)
 	var v failoverView
 	c.json(&v, "failover", "sgp", "--timeout", "30s")
@@ -113,7 +65,8 @@ func TestFailoverCommand(t *testing.T) {
 		t.Fatalf("failover = %+v", v)
 	}
 	time.Sleep(500 * time.Millisecond)
-	acked, ambiguous, refused := w.halt()
+	tally := w.Halt()
+	acked, ambiguous, refused := tally.Acked, tally.Ambiguous, tally.Refused
 	t.Logf("increments on sgp during the failover: %d acknowledged, %d refused, %d ambiguous; failover took %s", acked, refused, ambiguous, v.Took)
 	if sgp.d.Engine.Addr() != replica.Addr() {
 		t.Fatalf("the child uses %s", sgp.d.Engine.Addr())

@@ -71,7 +71,7 @@ func (d *Daemon) startControl(nc *nats.Conn, log zerolog.Logger) error {
 						if lim := nc.MaxPayload(); lim > 0 && int64(len(b)) > lim-1024 {
 							err = fmt.Errorf("reply of %d bytes exceeds the NATS payload limit; ask for less", len(b))
 						} else {
-							err = req.Respond(b)
+							err = nc.PublishMsg(&nats.Msg{Subject: req.Reply(), Data: b})
 							if err != nil {
 								log.Warn().Err(err).Str("endpoint", name).Msg("control reply not sent")
 							}
@@ -83,7 +83,13 @@ func (d *Daemon) startControl(nc *nats.Conn, log zerolog.Logger) error {
 				if errors.Is(err, errBadRequest) {
 					code = "400"
 				}
-				if rerr := req.Error(code, err.Error(), nil); rerr != nil {
+				// Not req.Error nor req.Respond: they record the outcome in
+				// the request, which the service reads for its stats when the
+				// handler returns, while this goroutine may still run.
+				reply := &nats.Msg{Subject: req.Reply(), Header: nats.Header{
+					micro.ErrorHeader: []string{err.Error()}, micro.ErrorCodeHeader: []string{code},
+				}}
+				if rerr := nc.PublishMsg(reply); rerr != nil {
 					log.Warn().Err(rerr).Str("endpoint", name).Msg("control error reply not sent")
 				}
 			}()

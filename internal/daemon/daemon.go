@@ -40,11 +40,22 @@ type NATS struct {
 }
 
 func (n NATS) connect(name string, log zerolog.Logger) (*nats.Conn, error) {
+	return nats.Connect(n.URL, append(n.options(name, log), nats.RetryOnFailedConnect(true))...)
+}
+
+// connectOnce connects like connect but fails at once when the server
+// cannot be reached (for a one-off request, such as a rebuild's export).
+func (n NATS) connectOnce(name string, log zerolog.Logger) (*nats.Conn, error) {
+	return nats.Connect(n.URL, append(n.options(name, log), nats.Timeout(5*time.Second))...)
+}
+
+// options are the connection options of every NATS connection of a child:
+// reconnect forever, log disconnections, the configured credentials.
+func (n NATS) options(name string, log zerolog.Logger) []nats.Option {
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
-		nats.RetryOnFailedConnect(true),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil { // nil: closed on purpose
 				log.Warn().Err(err).Str("nats", n.URL).Msg("NATS disconnected")
@@ -62,7 +73,7 @@ func (n NATS) connect(name string, log zerolog.Logger) (*nats.Conn, error) {
 	case n.User != "":
 		opts = append(opts, nats.UserInfo(n.User, n.Password))
 	}
-	return nats.Connect(n.URL, opts...)
+	return opts
 }
 
 // Peer is another region of the global instance.

@@ -16,6 +16,7 @@ import (
 	"github.com/globalreplica/globalreplica/crdt"
 	"github.com/globalreplica/globalreplica/internal/testnats"
 	"github.com/globalreplica/globalreplica/internal/testredis"
+	"github.com/globalreplica/globalreplica/internal/workload"
 	"github.com/globalreplica/globalreplica/manager"
 )
 
@@ -29,53 +30,6 @@ type load struct {
 	mu    sync.Mutex
 	acked int // acknowledged rounds (each one increment of n and of h[region])
 	err   error
-}
-
-// tolerantLoad increments n on a region's child until stopped, through a
-// failover: it counts acknowledged increments, refused ones (TRYAGAIN,
-// READONLY: not applied) and ambiguous ones (the connection to Redis lost
-// mid-request: maybe applied).
-type tolerantLoad struct {
-	stop chan struct{}
-	done chan struct{}
-
-	mu                        sync.Mutex
-	acked, refused, ambiguous int
-}
-
-func startTolerantLoad(c *redis.Client) *tolerantLoad {
-	l := &tolerantLoad{stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(l.done)
-		for {
-			select {
-			case <-l.stop:
-				return
-			default:
-			}
-			err := c.IncrBy(context.Background(), "n", 1).Err()
-			l.mu.Lock()
-			switch {
-			case err == nil:
-				l.acked++
-			case strings.HasPrefix(err.Error(), "TRYAGAIN"), strings.HasPrefix(err.Error(), "READONLY"):
-				l.refused++
-			default:
-				l.ambiguous++
-			}
-			l.mu.Unlock()
-			time.Sleep(2 * time.Millisecond)
-		}
-	}()
-	return l
-}
-
-func (l *tolerantLoad) halt() (acked, refused, ambiguous int) {
-	close(l.stop)
-	<-l.done
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.acked, l.refused, l.ambiguous
 }
 
 func startLoad(c *redis.Client, region string) *load {
@@ -381,7 +335,10 @@ func TestAutomaticFailoverLaggingReplica(t *testing.T) {
 func TestPlannedFailoverTwoChildren(t *testing.T) {
 	s, master, replica, sgp, others := failoverRegions(t)
 	ctx := context.Background()
-	loads := []*tolerantLoad{startTolerantLoad(sgp[0].c), startTolerantLoad(sgp[1].c), startTolerantLoad(others[0].c)}
+	var loads []*workload.Incrementer
+	for _, c := range []*redis.Client{sgp[0].c, sgp[1].c, others[0].c} {
+		loads = append(loads, workload.StartIncrementer(c, "n", 2*time.Millisecond))
+	}
 	time.Sleep(500 * time.Millisecond)
 	r, err := s.Failover(ctx, "sgp")
 	if err != nil {
@@ -396,8 +353,8 @@ func TestPlannedFailoverTwoChildren(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	acked, refused, ambiguous := 0, 0, 0
 	for _, l := range loads {
-		a, r, m := l.halt()
-		acked, refused, ambiguous = acked+a, refused+r, ambiguous+m
+		n := l.Halt()
+		acked, refused, ambiguous = acked+n.Acked, refused+n.Refused, ambiguous+n.Ambiguous
 	}
 	t.Logf("increments: %d acknowledged, %d refused, %d ambiguous", acked, refused, ambiguous)
 	for _, c := range sgp {

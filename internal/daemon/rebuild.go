@@ -693,26 +693,3 @@ func ctlRequest(ctx context.Context, nc *nats.Conn, subject string, req, out any
 	}
 	return json.Unmarshal(msg.Data, out)
 }
-
-// connectOnce connects like connect but fails at once when the server
-// cannot be reached (a rebuild reports an unreachable peer instead of
-// waiting for it).
-func (n NATS) connectOnce(name string, log zerolog.Logger) (*nats.Conn, error) {
-	opts := []nats.Option{nats.Name(name), nats.Timeout(5 * time.Second), nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn().Err(err).Str("nats", n.URL).Msg("NATS disconnected")
-			}
-		}),
-	}
-	switch {
-	case n.CredsFile != "":
-		opts = append(opts, nats.UserCredentials(n.CredsFile))
-	case n.Token != "":
-		opts = append(opts, nats.Token(n.Token))
-	case n.User != "":
-		opts = append(opts, nats.UserInfo(n.User, n.Password))
-	}
-	return nats.Connect(n.URL, opts...)
-}
