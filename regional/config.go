@@ -56,9 +56,12 @@ type Config struct {
 	// Options are the go-redis options every region's connections use
 	// (password, DB, TLS, timeouts, pool sizes). Addr must be empty: each
 	// region has its own. nil: go-redis defaults. Short timeouts (DialTimeout,
-	// ReadTimeout of a second or less) and few retries (DialerRetries 1,
-	// MaxRetries 1) make a failing region fail commands quickly until the
-	// client has moved away from it.
+	// ReadTimeout of a second or less) and few dial retries (DialerRetries
+	// 1) make a failing region fail commands quickly until the client has
+	// moved away from it. Keep MaxRetries -1 when the application sends
+	// writes that are not idempotent (INCRBY, HINCRBY, APPEND): go-redis
+	// retries a command whose connection broke after it was sent, which
+	// can apply it twice.
 	Options *redis.Options
 	// MaxLag: a region is available only while every inbound channel's
 	// oldest unapplied op is younger than this. 0: not checked.

@@ -88,7 +88,7 @@ func mainCode() int {
 }
 
 func run(ctx context.Context, cfg regional.Config, every time.Duration, log zerolog.Logger) error {
-	cfg.Options = &redis.Options{DialTimeout: time.Second, DialerRetries: 1, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: 1}
+	cfg.Options = &redis.Options{DialTimeout: time.Second, DialerRetries: 1, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1}
 	cfg.OnEvent = func(e regional.Event) {
 		log.Warn().Str("event", string(e.Kind)).Str("region", e.Region).Str("from", e.From).Str("to", e.To).Msg(e.Reason)
 	}

@@ -165,6 +165,9 @@ func (d *Daemon) availability(ctx context.Context, q availQuery) Availability {
 		}
 	}
 	wg.Wait()
+	if (q.hasLag || q.hasOps) && !q.strict {
+		cutOff(a.Channels)
+	}
 	for _, c := range a.Channels {
 		if !c.Within {
 			a.Lagging = append(a.Lagging, c)
@@ -179,6 +182,30 @@ func (d *Daemon) availability(ctx context.Context, q availQuery) Availability {
 		a.Reason = "lagging behind " + strings.Join(names, ", ")
 	}
 	return a
+}
+
+// cutOff tells a region that is cut off from the others from one whose
+// origin is: without strict, a channel whose lag cannot be measured is not
+// counted, because its origin is unreachable for every region alike. But
+// when this region cannot measure more than half of at least two inbound
+// channels, the likelier cause is on this side (its own link is cut), and
+// every unmeasured channel counts as lagging. With two regions, each sees
+// one channel and cannot tell; strict=true decides then.
+func cutOff(chs []ChannelLag) {
+	var unknown []int
+	for i, c := range chs {
+		if !c.Measured && c.Within {
+			unknown = append(unknown, i)
+		}
+	}
+	if len(chs) < 2 || 2*len(unknown) <= len(chs) {
+		return
+	}
+	for _, i := range unknown {
+		chs[i].Within = false
+		chs[i].Reason = fmt.Sprintf("lag unknown: this region cannot measure %d of its %d inbound channels; its own link is likely cut (%s)",
+			len(unknown), len(chs), strings.TrimPrefix(chs[i].Reason, "lag unknown, not counted (strict=false): "))
+	}
 }
 
 // channelLag measures the channel st.Origin → here and compares it with the

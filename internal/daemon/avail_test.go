@@ -238,3 +238,41 @@ func startUnrun(t *testing.T) (*Daemon, *testredis.Server) {
 	t.Cleanup(func() { _ = d.Server.Close(context.Background()); d.close() })
 	return d, rd
 }
+
+// TestCutOff: without strict, unmeasurable channels count only when they
+// are most of at least two: a region cut off from the others is
+// unavailable, the regions that lost one origin among several are not.
+func TestCutOff(t *testing.T) {
+	ch := func(measured bool) ChannelLag {
+		c := ChannelLag{Measured: measured, Within: true}
+		if !measured {
+			c.Reason = "lag unknown, not counted (strict=false): nats: timeout"
+		}
+		return c
+	}
+	for _, tc := range []struct {
+		name    string
+		chs     []ChannelLag
+		lagging int
+	}{
+		{"one origin away of two (a survivor)", []ChannelLag{ch(true), ch(false)}, 0},
+		{"every origin away (this region is cut off)", []ChannelLag{ch(false), ch(false)}, 2},
+		{"two of three away", []ChannelLag{ch(false), ch(true), ch(false)}, 2},
+		{"the only origin away (two regions: cannot tell)", []ChannelLag{ch(false)}, 0},
+		{"all measured", []ChannelLag{ch(true), ch(true)}, 0},
+	} {
+		cutOff(tc.chs)
+		n := 0
+		for _, c := range tc.chs {
+			if !c.Within {
+				n++
+				if !strings.Contains(c.Reason, "its own link is likely cut") || !strings.Contains(c.Reason, "nats: timeout") {
+					t.Errorf("%s: reason %q", tc.name, c.Reason)
+				}
+			}
+		}
+		if n != tc.lagging {
+			t.Errorf("%s: %d channels counted as lagging, want %d", tc.name, n, tc.lagging)
+		}
+	}
+}
