@@ -83,7 +83,9 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		c.http = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 		c.ownHTTP = true
 	}
-	base := redis.Options{}
+	// Without options: no command retries (a write retried after its
+	// connection broke may apply twice) and one dial attempt per connection.
+	base := redis.Options{MaxRetries: -1, DialerRetries: 1}
 	if cfg.Options != nil {
 		base = *cfg.Options
 	}

@@ -55,7 +55,8 @@ type Config struct {
 	Regions []Region
 	// Options are the go-redis options every region's connections use
 	// (password, DB, TLS, timeouts, pool sizes). Addr must be empty: each
-	// region has its own. nil: go-redis defaults. Short timeouts (DialTimeout,
+	// region has its own. nil: go-redis defaults except MaxRetries -1 and
+	// DialerRetries 1. Short timeouts (DialTimeout,
 	// ReadTimeout of a second or less) and few dial retries (DialerRetries
 	// 1) make a failing region fail commands quickly until the client has
 	// moved away from it. Keep MaxRetries -1 when the application sends
