@@ -144,13 +144,16 @@ func deferred(cmds ...Command) []Command {
 }
 
 // submit runs a request on the connection's lane and calls finish with its
-// reply once it ran; an error reply is written for finish.
+// reply once it ran; an error reply is written for finish. A connection's
+// requests are queued and go to the lane together, as one group, before
+// the first of their replies is finished (Server.flushQueued): the requests
+// of a pipelined read cost one hand-over to the lane, not one each.
 func submit(c *Call, r *Request, finish func(c *Call, v any)) {
-	lane := 0
 	if c.conn != nil {
-		lane = int(c.conn.id)
+		c.conn.queued = append(c.conn.queued, r)
+	} else {
+		c.Engine().Submit(0, r)
 	}
-	c.Engine().Submit(lane, r)
 	c.Later(func(c *Call) {
 		v, err := r.Wait(c.Ctx)
 		if err != nil {
@@ -168,6 +171,34 @@ func read(c *Call, args []any, finish func(c *Call, v any)) { submit(c, NewRead(
 func writeCmd(c *Call, args []string, finish func(c *Call, v any)) {
 	submit(c, NewWrite(args...), finish)
 }
+
+// writeAny submits a local write whose arguments are boxed already: the
+// engine's command name and the arguments as strings or the client's
+// argument bytes (which the handlers may keep, see Call).
+func writeAny(c *Call, args []any, finish func(c *Call, v any)) {
+	submit(c, newWrite(args...), finish)
+}
+
+// writeArgs submits the local write cmd with the command's arguments after
+// the name, unchanged.
+func writeArgs(c *Call, cmd string, finish func(c *Call, v any)) {
+	args := make([]any, 0, len(c.Args))
+	args = append(args, cmd)
+	for _, a := range c.Args[1:] {
+		args = append(args, a)
+	}
+	writeAny(c, args, finish)
+}
+
+// Boxed constant arguments: a string converted to any at run time is an
+// allocation, these are not.
+var (
+	anyZero  any = "0"
+	anyOne   any = "1"
+	anyMinus any = "-1"
+	anyRel   any = "rel"
+	anyAbs   any = "abs"
+)
 
 // argStrings returns the command's arguments after the name.
 func argStrings(c *Call) []string {
@@ -197,8 +228,9 @@ func passthroughAs(name string) func(*Call) {
 
 func forward(c *Call, args [][]byte, status bool) {
 	argv := make([]any, len(args))
-	for i, a := range args {
-		argv[i] = string(a)
+	argv[0] = string(args[0])
+	for i, a := range args[1:] {
+		argv[i+1] = a // the client's bytes: Call lets handlers keep them
 	}
 	read(c, argv, func(c *Call, v any) {
 		if s, ok := v.(string); ok && status {
@@ -212,21 +244,25 @@ func forward(c *Call, args [][]byte, status bool) {
 // cmdWrite runs a write whose arguments go to the engine unchanged and
 // whose reply is forwarded.
 func cmdWrite(cmd string) func(*Call) {
-	return func(c *Call) { writeCmd(c, append([]string{cmd}, argStrings(c)...), writeReply) }
+	return func(c *Call) { writeArgs(c, cmd, writeReply) }
 }
 
-func cmdDel(c *Call) { writeCmd(c, append([]string{"del"}, argStrings(c)...), writeReply) }
+func cmdDel(c *Call) { writeArgs(c, "del", writeReply) }
 
 // getValue reads a string key and calls finish with its value as clients
 // see it (ok false: no such key).
-func getValue(c *Call, key string, finish func(c *Call, v string, ok bool)) {
+func getValue(c *Call, key []byte, finish func(c *Call, v string, ok bool)) {
 	read(c, []any{"GET", key}, func(c *Call, raw any) {
 		s, isStr := raw.(string)
 		if !isStr {
 			finish(c, "", false)
 			return
 		}
-		v, ok, err := decodeString(key, s)
+		if v, ok, fast := crdt.StringRecordValue(s); fast {
+			finish(c, v, ok)
+			return
+		}
+		v, ok, err := decodeString(string(key), s)
 		if err != nil {
 			c.WriteError(err)
 			return
@@ -236,7 +272,7 @@ func getValue(c *Call, key string, finish func(c *Call, v string, ok bool)) {
 }
 
 func cmdGet(c *Call) {
-	getValue(c, c.Arg(1), func(c *Call, v string, ok bool) {
+	getValue(c, c.Args[1], func(c *Call, v string, ok bool) {
 		if !ok {
 			c.WriteNull()
 			return
@@ -281,7 +317,7 @@ func cmdMGet(c *Call) {
 }
 
 func cmdStrlen(c *Call) {
-	getValue(c, c.Arg(1), func(c *Call, v string, _ bool) { c.WriteInt(int64(len(v))) })
+	getValue(c, c.Args[1], func(c *Call, v string, _ bool) { c.WriteInt(int64(len(v))) })
 }
 
 func cmdGetRange(c *Call) {
@@ -291,7 +327,7 @@ func cmdGetRange(c *Call) {
 		c.WriteError(ErrNotInteger)
 		return
 	}
-	getValue(c, c.Arg(1), func(c *Call, v string, _ bool) { c.WriteBulkString(substr(v, start, end)) })
+	getValue(c, c.Args[1], func(c *Call, v string, _ bool) { c.WriteBulkString(substr(v, start, end)) })
 }
 
 // substr is GETRANGE's rule: negative offsets count from the end, the range
@@ -321,15 +357,26 @@ type setArgs struct {
 	ms                   int64
 }
 
-func (a setArgs) engine(key, val string) []string {
-	return []string{key, val, b01(a.nx), b01(a.xx), b01(a.get), b01(a.keepTTL), a.mode, strconv.FormatInt(a.ms, 10)}
+// engine returns the engine command: set key val nx xx get keepttl mode ms.
+func (a setArgs) engine(key, val []byte) []any {
+	var mode, ms any = "", anyZero
+	switch a.mode {
+	case "rel":
+		mode = anyRel
+	case "abs":
+		mode = anyAbs
+	}
+	if a.ms != 0 {
+		ms = strconv.FormatInt(a.ms, 10)
+	}
+	return []any{"set", key, val, b01(a.nx), b01(a.xx), b01(a.get), b01(a.keepTTL), mode, ms}
 }
 
-func b01(b bool) string {
+func b01(b bool) any {
 	if b {
-		return "1"
+		return anyOne
 	}
-	return "0"
+	return anyZero
 }
 
 // expireMs converts an expire argument to milliseconds (unit 1000 for
@@ -407,7 +454,7 @@ func cmdSet(c *Call) {
 		c.WriteError(err)
 		return
 	}
-	writeCmd(c, append([]string{"set"}, a.engine(c.Arg(1), c.Arg(2))...), func(c *Call, v any) {
+	writeAny(c, a.engine(c.Args[1], c.Args[2]), func(c *Call, v any) {
 		if a.get || v == nil {
 			c.WriteReply(v)
 			return
@@ -417,7 +464,7 @@ func cmdSet(c *Call) {
 }
 
 func cmdSetNX(c *Call) {
-	writeCmd(c, append([]string{"set"}, setArgs{nx: true}.engine(c.Arg(1), c.Arg(2))...), func(c *Call, v any) {
+	writeAny(c, setArgs{nx: true}.engine(c.Args[1], c.Args[2]), func(c *Call, v any) {
 		if v == nil {
 			c.WriteInt(0)
 		} else {
@@ -437,12 +484,12 @@ func cmdSetEx(unit int64, name string) func(*Call) {
 			c.WriteError(errInvalidExpire(name))
 			return
 		}
-		writeCmd(c, append([]string{"set"}, setArgs{mode: "rel", ms: ms}.engine(c.Arg(1), c.Arg(3))...), func(c *Call, _ any) { c.WriteOK() })
+		writeAny(c, setArgs{mode: "rel", ms: ms}.engine(c.Args[1], c.Args[3]), func(c *Call, _ any) { c.WriteOK() })
 	}
 }
 
 func cmdGetSet(c *Call) {
-	writeCmd(c, append([]string{"set"}, setArgs{get: true}.engine(c.Arg(1), c.Arg(2))...), writeReply)
+	writeAny(c, setArgs{get: true}.engine(c.Args[1], c.Args[2]), writeReply)
 }
 
 func cmdMSet(c *Call) {
@@ -450,12 +497,16 @@ func cmdMSet(c *Call) {
 		c.WriteErrorString("ERR wrong number of arguments for '" + strings.ToLower(c.Arg(0)) + "' command")
 		return
 	}
-	writeCmd(c, append([]string{"mset"}, argStrings(c)...), func(c *Call, _ any) { c.WriteOK() })
+	writeArgs(c, "mset", func(c *Call, _ any) { c.WriteOK() })
 }
 
 func cmdIncr(d int64) func(*Call) {
 	return func(c *Call) {
-		writeCmd(c, []string{"incrby", c.Arg(1), strconv.FormatInt(d, 10)}, writeReply)
+		delta := anyOne
+		if d < 0 {
+			delta = anyMinus
+		}
+		writeAny(c, []any{"incrby", c.Args[1], delta}, writeReply)
 	}
 }
 
@@ -473,7 +524,7 @@ func cmdIncrBy(sign int64) func(*Call) {
 			}
 			d = -d
 		}
-		writeCmd(c, []string{"incrby", c.Arg(1), strconv.FormatInt(d, 10)}, writeReply)
+		writeAny(c, []any{"incrby", c.Args[1], strconv.FormatInt(d, 10)}, writeReply)
 	}
 }
 
@@ -549,7 +600,7 @@ func cmdHSet(hmset bool) func(*Call) {
 			c.WriteErrorString("ERR wrong number of arguments for '" + strings.ToLower(c.Arg(0)) + "' command")
 			return
 		}
-		writeCmd(c, append([]string{"hset"}, argStrings(c)...), func(c *Call, v any) {
+		writeArgs(c, "hset", func(c *Call, v any) {
 			if hmset {
 				c.WriteOK()
 				return

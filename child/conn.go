@@ -593,6 +593,7 @@ type clientConn struct {
 	seq           uint64         // requests dispatched
 	call          Call           // reused by every command of the connection
 	pending       []pendingReply // replies waiting behind a deferred one
+	queued        []*Request     // engine requests not yet handed to the lane
 	scratch       *redcon.Writer // captures replies that run behind deferred ones
 
 	// Read by CLIENT LIST and INFO from other connections.

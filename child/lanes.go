@@ -11,37 +11,64 @@ import (
 
 // Request is one command for the engine to run in Redis: a local write (an
 // engine command) or a read of database 0. Build it with NewWrite or
-// NewRead, hand it to Submit and collect the result with Wait.
+// NewRead, hand it to Submit and collect the result with Wait (after Submit
+// returned: Submit sets up what Wait waits for).
 type Request struct {
-	write []string // engine command and arguments
-	read  []any    // raw command on database 0
+	write []any // engine command and arguments (strings or []byte)
+	read  []any // raw command on database 0
 	reply any
 	err   error
-	done  chan struct{}
+	done  chan struct{} // closed once the request ran; shared by a group
 }
 
 // NewWrite returns a request for a local write: the engine's command name
 // (set, incrby, hset, ...) and its normalized arguments.
 func NewWrite(args ...string) *Request {
-	return &Request{write: args, done: make(chan struct{})}
+	w := make([]any, len(args))
+	for i, a := range args {
+		w[i] = a
+	}
+	return &Request{write: w}
 }
+
+// newWrite is NewWrite for arguments already boxed: the command name and
+// the arguments as strings or []byte (the handlers pass the client's
+// argument bytes as they are, without a copy to a string).
+func newWrite(args ...any) *Request { return &Request{write: args} }
 
 // NewRead returns a request for a read command on database 0, answered by
 // Redis as it stands (the child decodes string values itself).
 func NewRead(args ...any) *Request {
-	return &Request{read: args, done: make(chan struct{})}
+	return &Request{read: args}
 }
 
 // Wait returns the request's reply once it ran: nil for a nil reply, the
 // Redis error for an error reply. If ctx ends first it returns ctx's error;
 // the request may still run.
 func (r *Request) Wait(ctx context.Context) (any, error) {
+	if r.done == nil {
+		return nil, errNotSubmitted
+	}
 	select {
 	case <-r.done:
 		return r.reply, r.err
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+var (
+	errNotSubmitted = errors.New("child: request not submitted")
+	errEngineClosed = errors.New("child: engine closed")
+)
+
+// reqGroup is what a lane receives: requests of one submitter, in order,
+// that all complete together (done is closed once all of them ran). A
+// client connection submits the requests of one pipelined read as one
+// group: one channel send and one wake-up for all of them.
+type reqGroup struct {
+	reqs []*Request
+	done chan struct{}
 }
 
 // Submit queues a request on one of the engine's lanes (lane modulo their
@@ -53,43 +80,63 @@ func (r *Request) Wait(ctx context.Context) (any, error) {
 // connection submits all its requests to one lane, so it reads its own
 // writes in order.
 func (e *Engine) Submit(lane int, r *Request) {
+	e.submitGroup(lane, []*Request{r})
+}
+
+// submitGroup queues requests on a lane as one group, in order; they
+// complete together. reqs must not be changed afterwards.
+func (e *Engine) submitGroup(lane int, reqs []*Request) {
+	if len(reqs) == 0 {
+		return
+	}
+	done := make(chan struct{})
+	for _, r := range reqs {
+		r.done = done
+	}
 	if lane < 0 {
 		lane = -lane
 	}
 	select {
-	case e.lanes[lane%len(e.lanes)] <- r:
+	case e.lanes[lane%len(e.lanes)] <- reqGroup{reqs: reqs, done: done}:
 	case <-e.stop:
-		r.err = errors.New("child: engine closed")
-		close(r.done)
+		for _, r := range reqs {
+			r.err = errEngineClosed
+		}
+		close(done)
 	}
 }
 
 // Lanes returns the number of lanes.
 func (e *Engine) Lanes() int { return len(e.lanes) }
 
-func (e *Engine) runLane(q chan *Request) {
+func (e *Engine) runLane(q chan reqGroup) {
 	defer e.stopWG.Done()
 	batch := make([]*Request, 0, e.cfg.MaxBatch)
+	var dones []chan struct{}
 	for {
-		batch = batch[:0]
+		batch, dones = batch[:0], dones[:0]
 		select {
 		case <-e.stop:
 			return
-		case r := <-q:
-			batch = append(batch, r)
+		case g := <-q:
+			batch = append(batch, g.reqs...)
+			dones = append(dones, g.done)
 		}
 	fill:
 		for len(batch) < e.cfg.MaxBatch {
 			select {
-			case r := <-q:
-				batch = append(batch, r)
+			case g := <-q:
+				batch = append(batch, g.reqs...)
+				dones = append(dones, g.done)
 			default:
 				break fill
 			}
 		}
 		wrote := e.runBatch(batch)
-		for _, r := range batch {
-			close(r.done)
+		clear(batch) // keep no request alive until the next batch
+		for i, d := range dones {
+			close(d)
+			dones[i] = nil
 		}
 		if f := e.hook.Load(); f != nil && wrote {
 			(*f)()
@@ -106,7 +153,7 @@ func (e *Engine) runBatch(batch []*Request) bool {
 		reqs []*Request
 		cmd  *redis.Cmd
 	}
-	var groups []group
+	groups := make([]group, 0, len(batch))
 	rdb := e.cur.Load().rdb // the Redis in use now (see Repoint)
 	pipe := rdb.Pipeline()
 	wrote := false
@@ -117,11 +164,10 @@ func (e *Engine) runBatch(batch []*Request) bool {
 			continue
 		}
 		j := i
-		var cmds [][]string
-		for ; j < len(batch) && batch[j].read == nil; j++ {
-			cmds = append(cmds, batch[j].write)
+		for j < len(batch) && batch[j].read == nil {
+			j++
 		}
-		groups = append(groups, group{reqs: batch[i:j], cmd: pipe.FCall(ctx, "gr_write", nil, writeArgv(e.cfg.Region, cmds)...)})
+		groups = append(groups, group{reqs: batch[i:j], cmd: pipe.FCall(ctx, "gr_write", nil, groupArgv(e.cfg.Region, batch[i:j])...)})
 		wrote = true
 		i = j
 	}
@@ -134,21 +180,14 @@ func (e *Engine) runBatch(batch []*Request) bool {
 			if lerr := e.load(ctx); lerr != nil {
 				err = lerr
 			} else {
-				cmds := make([][]string, len(g.reqs))
-				for i, r := range g.reqs {
-					cmds[i] = r.write
-				}
-				v, err = e.fcall(ctx, "gr_write", writeArgv(e.cfg.Region, cmds))
+				v, err = e.fcall(ctx, "gr_write", groupArgv(e.cfg.Region, g.reqs))
 			}
 		}
 		if g.reqs[0].read != nil {
 			setResult(g.reqs[0], v, err)
 			continue
 		}
-		replies, errs := groupedReplies(v, err, len(g.reqs))
-		for i, r := range g.reqs {
-			r.reply, r.err = replies[i], errs[i]
-		}
+		setGroupedReplies(g.reqs, v, err)
 	}
 	return wrote
 }
@@ -164,6 +203,19 @@ func setResult(r *Request, v any, err error) {
 // replies and errors of its n commands.
 func groupedReplies(v any, err error, n int) ([]any, []error) {
 	replies, errs := make([]any, n), make([]error, n)
+	splitGrouped(v, err, n, func(i int, reply any, err error) { replies[i], errs[i] = reply, err })
+	return replies, errs
+}
+
+// setGroupedReplies sets the results of the requests of a grouped
+// gr_write call from its reply.
+func setGroupedReplies(reqs []*Request, v any, err error) {
+	splitGrouped(v, err, len(reqs), func(i int, reply any, err error) { reqs[i].reply, reqs[i].err = reply, err })
+}
+
+// splitGrouped calls set with the reply or error of each of the n commands
+// of a grouped gr_write call.
+func splitGrouped(v any, err error, n int, set func(i int, reply any, err error)) {
 	arr, ok := v.([]any)
 	if err == nil && (!ok || len(arr) != n) {
 		err = fmt.Errorf("child: unexpected reply to a grouped write: %T", v)
@@ -171,16 +223,15 @@ func groupedReplies(v any, err error, n int) ([]any, []error) {
 	for i := range n {
 		switch {
 		case err != nil:
-			errs[i] = err
+			set(i, nil, err)
 		default:
 			if rerr, isErr := arr[i].(error); isErr {
-				errs[i] = rerr
+				set(i, nil, rerr)
 			} else {
-				replies[i] = arr[i]
+				set(i, arr[i], nil)
 			}
 		}
 	}
-	return replies, errs
 }
 
 // writeArgv builds the arguments of a grouped gr_write call:
@@ -197,6 +248,21 @@ func writeArgv(region string, cmds [][]string) []any {
 		for _, a := range c {
 			argv = append(argv, a)
 		}
+	}
+	return argv
+}
+
+// groupArgv is writeArgv for the write requests of a lane's batch.
+func groupArgv(region string, reqs []*Request) []any {
+	n := 3
+	for _, r := range reqs {
+		n += len(r.write) + 1
+	}
+	argv := make([]any, 0, n)
+	argv = append(argv, region, "*", len(reqs))
+	for _, r := range reqs {
+		argv = append(argv, len(r.write))
+		argv = append(argv, r.write...)
 	}
 	return argv
 }

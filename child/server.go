@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"reflect"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -602,6 +603,7 @@ type pendingReply struct {
 // finishPending writes the pending replies of a connection in order,
 // running the deferred ones' finish functions.
 func (s *Server) finishPending(cn *clientConn, w *redcon.Writer) {
+	s.flushQueued(cn)
 	for i := range cn.pending {
 		p := &cn.pending[i]
 		if p.call.later == nil {
@@ -617,21 +619,34 @@ func (s *Server) finishPending(cn *clientConn, w *redcon.Writer) {
 	cn.pending = cn.pending[:0]
 }
 
+// flushQueued hands the connection's queued engine requests to its lane,
+// in order, as groups of at most the engine's MaxBatch requests.
+func (s *Server) flushQueued(cn *clientConn) {
+	q := cn.queued
+	for len(q) > 0 {
+		n := min(len(q), s.engine.cfg.MaxBatch)
+		s.engine.submitGroup(int(cn.id), append([]*Request(nil), q[:n]...)) // the lane owns the copy
+		q = q[n:]
+	}
+	clear(cn.queued)
+	cn.queued = cn.queued[:0]
+}
+
 // run calls a handler or a finish function. A panic is logged with its
 // stack, the partial reply is discarded and the client gets ErrInternal; a
 // function that wrote nothing (and deferred nothing) also gets ErrInternal,
 // so the connection's replies stay in step.
 func (s *Server) run(call *Call, fn func(*Call)) {
 	w := call.w
-	mark := len(w.Buffer())
+	mark := bufLen(w)
 	defer func() {
 		r := recover()
 		if r == nil {
 			switch {
-			case call.later != nil && len(w.Buffer()) != mark:
+			case call.later != nil && bufLen(w) != mark:
 				s.log.Error().Str(logKeyCmd, call.Cmd.fullName).Msg("command handler both replied and deferred its reply")
-				w.SetBuffer(w.Buffer()[:mark])
-			case call.later == nil && len(w.Buffer()) == mark:
+				truncateReplies(w, mark)
+			case call.later == nil && bufLen(w) == mark:
 				s.log.Error().Str(logKeyCmd, call.Cmd.fullName).Msg("command handler wrote no reply")
 				call.writeErrorText(ErrInternal.Error())
 			}
@@ -639,7 +654,7 @@ func (s *Server) run(call *Call, fn func(*Call)) {
 		}
 		s.stats.handlerPanics.Add(1)
 		call.later = nil
-		w.SetBuffer(w.Buffer()[:mark])
+		truncateReplies(w, mark)
 		s.log.Error().
 			Str(logKeyCmd, call.Cmd.fullName).
 			Int64(logKeyConn, call.conn.id).
@@ -649,6 +664,34 @@ func (s *Server) run(call *Call, fn func(*Call)) {
 		call.writeErrorText(ErrInternal.Error())
 	}()
 	fn(call)
+}
+
+// writerBuf is the index of redcon.Writer's unflushed buffer field, or -1.
+var writerBuf = func() int {
+	f, ok := reflect.TypeFor[redcon.Writer]().FieldByName("b")
+	if !ok || f.Type != reflect.TypeFor[[]byte]() {
+		return -1
+	}
+	return f.Index[0]
+}()
+
+// bufLen returns the length of w's unflushed replies. redcon's Buffer
+// returns a copy, which run would make twice per command, of a buffer that
+// grows with the pipeline; the length is read in place instead (through
+// reflect: the field is unexported), falling back to Buffer if redcon's
+// Writer changes shape.
+func bufLen(w *redcon.Writer) int {
+	if writerBuf < 0 {
+		return len(w.Buffer())
+	}
+	return reflect.ValueOf(w).Elem().Field(writerBuf).Len()
+}
+
+// truncateReplies drops w's unflushed replies after the first mark bytes.
+func truncateReplies(w *redcon.Writer, mark int) {
+	if b := w.Buffer(); mark <= len(b) { // Buffer is nil after a write error
+		w.SetBuffer(b[:mark])
+	}
 }
 
 // Pseudo-commands naming requests that are not table entries, for logs.
