@@ -85,6 +85,7 @@ type Shipper struct {
 	subject string
 	last    uint64 // last sequence the stream holds
 	ready   bool
+	leaseAt time.Time // when the shipper lease was last renewed
 }
 
 // NewShipper returns a shipper. metrics may be nil.
@@ -146,14 +147,21 @@ func (s *Shipper) Run(ctx context.Context) error {
 
 // round does one unit of work; idle reports that there was nothing to do.
 func (s *Shipper) round(ctx context.Context) (idle bool, err error) {
-	lead, err := s.oplog.Lease(ctx, "shipper", s.cfg.Owner, s.cfg.LeaseTTL)
-	if err != nil {
-		return true, err
-	}
-	if !lead {
-		s.ready = false
-		sleep(ctx, s.cfg.LeaseTTL/3)
-		return true, nil
+	// The lease is renewed every third of its TTL, not every round (a
+	// round trip to Redis per shipped batch). It only keeps the children
+	// of a region from shipping at the same time; what keeps the stream
+	// right is the expected last sequence of every publish.
+	if !s.ready || time.Since(s.leaseAt) > s.cfg.LeaseTTL/3 {
+		lead, err := s.oplog.Lease(ctx, "shipper", s.cfg.Owner, s.cfg.LeaseTTL)
+		if err != nil {
+			return true, err
+		}
+		if !lead {
+			s.ready = false
+			sleep(ctx, s.cfg.LeaseTTL/3)
+			return true, nil
+		}
+		s.leaseAt = time.Now()
 	}
 	if !s.ready {
 		if err := s.prepare(ctx); err != nil {
