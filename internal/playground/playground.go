@@ -244,13 +244,23 @@ func (p *Playground) Run(ctx context.Context) error {
 }
 
 // controlLoop is the channel manager's control loop, as `channel-manager
-// run` runs it: it advances the tombstone collection floor.
+// run` runs it: every second the automatic failover (the playground's
+// regions have no replicas, so it only watches), every five seconds the
+// tombstone collection floor.
 func (p *Playground) controlLoop(ctx context.Context) {
-	t := time.NewTicker(5 * time.Second)
+	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	var floorAt time.Time
 	for {
-		if _, _, err := p.store.AdvanceFloor(ctx, time.Now()); err != nil && ctx.Err() == nil {
-			p.log.Warn().Err(err).Msg("manager control loop round failed")
+		now := time.Now()
+		if _, _, err := p.store.AutoFailover(ctx, now, manager.DefaultFailoverAfter); err != nil && ctx.Err() == nil {
+			p.log.Warn().Err(err).Msg("manager: automatic failover round failed")
+		}
+		if now.Sub(floorAt) >= 5*time.Second {
+			floorAt = now
+			if _, _, err := p.store.AdvanceFloor(ctx, now); err != nil && ctx.Err() == nil {
+				p.log.Warn().Err(err).Msg("manager: collection floor round failed")
+			}
 		}
 		select {
 		case <-ctx.Done():
