@@ -69,6 +69,21 @@ func RestoreFromStream(ctx context.Context, js jetstream.JetStream, eng Restorer
 			ErrNeedsRebuild, region, from, region, info.State.FirstSeq-1)
 		from = info.State.FirstSeq
 	}
+	restored, err := MergeRange(ctx, st, eng, from, last, lastOp.TS)
+	if err != nil {
+		return restored, err
+	}
+	return restored, lost
+}
+
+// MergeRange merges the ops of sequences from to last of a region's own
+// stream st into the region's engine (eng.Restore, with the sequence kept
+// at least last and the HLC past lastTS, the newest op's), in batches, and
+// returns how many it merged.
+func MergeRange(ctx context.Context, st jetstream.Stream, eng Restorer, from, last uint64, lastTS crdt.Timestamp) (int, error) {
+	if from > last {
+		return 0, nil
+	}
 	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:   from,
@@ -76,17 +91,17 @@ func RestoreFromStream(ctx context.Context, js jetstream.JetStream, eng Restorer
 	if err != nil {
 		return 0, err
 	}
-	restored := 0
+	merged := 0
 	for seq := from; seq <= last; {
 		batch, err := cons.Fetch(min(500, int(last-seq+1)))
 		if err != nil {
-			return restored, err
+			return merged, err
 		}
 		var ops [][]byte
 		for msg := range batch.Messages() {
 			md, err := msg.Metadata()
 			if err != nil {
-				return restored, err
+				return merged, err
 			}
 			if md.Sequence.Stream > last {
 				break
@@ -95,15 +110,15 @@ func RestoreFromStream(ctx context.Context, js jetstream.JetStream, eng Restorer
 			seq = md.Sequence.Stream + 1
 		}
 		if err := batch.Error(); err != nil {
-			return restored, err
+			return merged, err
 		}
 		if len(ops) == 0 {
-			return restored, fmt.Errorf("channel: restore of %s stalled at op %d", region, seq)
+			return merged, fmt.Errorf("channel: merging the ops of %s stalled at %d", st.CachedInfo().Config.Name, seq)
 		}
-		if _, err := eng.Restore(ctx, last, lastOp.TS, ops); err != nil {
-			return restored, err
+		if _, err := eng.Restore(ctx, last, lastTS, ops); err != nil {
+			return merged, err
 		}
-		restored += len(ops)
+		merged += len(ops)
 	}
-	return restored, lost
+	return merged, nil
 }

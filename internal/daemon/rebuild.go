@@ -619,41 +619,8 @@ func (m *managed) mergeOwn(ctx context.Context, after uint64) (int, error) {
 	if err != nil {
 		return n, fmt.Errorf("daemon: the newest op of the region's stream: %w", err)
 	}
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from,
-	})
-	if err != nil {
-		return n, err
-	}
-	for seq := from; seq <= last; {
-		batch, err := cons.Fetch(min(500, int(last-seq+1)))
-		if err != nil {
-			return n, err
-		}
-		var ops [][]byte
-		for msg := range batch.Messages() {
-			md, err := msg.Metadata()
-			if err != nil {
-				return n, err
-			}
-			if md.Sequence.Stream > last {
-				break
-			}
-			ops = append(ops, msg.Data())
-			seq = md.Sequence.Stream + 1
-		}
-		if err := batch.Error(); err != nil {
-			return n, err
-		}
-		if len(ops) == 0 {
-			return n, fmt.Errorf("daemon: merging the region's own ops stalled at %d", seq)
-		}
-		if _, err := eng.Restore(ctx, last, lastOp.TS, ops); err != nil {
-			return n, err
-		}
-		n += len(ops)
-	}
-	return n, nil
+	merged, err := channel.MergeRange(ctx, st, eng, from, last, lastOp.TS)
+	return n + merged, err
 }
 
 // streamRange reads what a region's stream holds; a stream that does not
