@@ -528,17 +528,24 @@ func cmdIncrBy(sign int64) func(*Call) {
 	}
 }
 
-func cmdIncrByFloat(c *Call) {
-	d, err := ParseFloat(c.Args[2])
+// floatIncrement parses the increment of INCRBYFLOAT and HINCRBYFLOAT in
+// its canonical form; on bad input it answers the error and ok is false.
+func floatIncrement(c *Call, arg int) (string, bool) {
+	d, err := ParseFloat(c.Args[arg])
+	if err == nil && math.IsInf(d, 0) {
+		err = crdt.ErrNaN
+	}
 	if err != nil {
 		c.WriteError(err)
-		return
+		return "", false
 	}
-	if math.IsInf(d, 0) {
-		c.WriteError(crdt.ErrNaN)
-		return
+	return crdt.FormatFloat(d), true
+}
+
+func cmdIncrByFloat(c *Call) {
+	if d, ok := floatIncrement(c, 2); ok {
+		writeCmd(c, []string{"incrbyfloat", c.Arg(1), d}, writeReply)
 	}
-	writeCmd(c, []string{"incrbyfloat", c.Arg(1), crdt.FormatFloat(d)}, writeReply)
 }
 
 func cmdExpire(unit int64, abs bool) func(*Call) {
@@ -620,16 +627,9 @@ func cmdHIncrBy(c *Call) {
 }
 
 func cmdHIncrByFloat(c *Call) {
-	d, err := ParseFloat(c.Args[3])
-	if err != nil {
-		c.WriteError(err)
-		return
+	if d, ok := floatIncrement(c, 3); ok {
+		writeCmd(c, []string{"hincrbyfloat", c.Arg(1), c.Arg(2), d}, writeReply)
 	}
-	if math.IsInf(d, 0) {
-		c.WriteError(crdt.ErrNaN)
-		return
-	}
-	writeCmd(c, []string{"hincrbyfloat", c.Arg(1), c.Arg(2), crdt.FormatFloat(d)}, writeReply)
 }
 
 func cmdZAdd(c *Call) {

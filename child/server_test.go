@@ -14,12 +14,13 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
+
+	"github.com/globalreplica/globalreplica/internal/testredis"
 )
 
 // Test-only commands, registered for this test binary: a handler that
@@ -981,7 +982,7 @@ func TestRedisCLIInteractive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out safeBuffer
+	var out testredis.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -1009,23 +1010,6 @@ func TestRedisCLIInteractive(t *testing.T) {
 			t.Errorf("interactive redis-cli output lacks %q:\n%s", want, s)
 		}
 	}
-}
-
-type safeBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *safeBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *safeBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // BenchmarkServerPing measures the endpoint alone (framer, redcon,

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"context"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -12,9 +12,6 @@ import (
 )
 
 func init() { register(newRunCommand) }
-
-// failoverCheck is how often the control loop looks for failed masters.
-const failoverCheck = time.Second
 
 // newRunCommand is the manager's control loop.
 func newRunCommand(a *app) *cobra.Command {
@@ -51,43 +48,27 @@ with a revision check, so only one of them acts.`,
 			if err != nil {
 				return err
 			}
-			t := time.NewTicker(min(every, failoverCheck))
-			defer t.Stop()
-			var floorAt time.Time
-			for {
-				now := time.Now()
-				var roundErr error
-				if auto {
-					if err := a.autoFailover(ctx, s, now, failoverAfter); err != nil && ctx.Err() == nil {
-						roundErr = err
-						a.log.Warn().Err(err).Msg("automatic failover round failed")
-					}
-				}
-				if once || now.Sub(floorAt) >= every {
-					floorAt = now
-					f, moved, err := s.AdvanceFloor(ctx, now)
-					switch {
-					case err != nil && ctx.Err() == nil:
-						roundErr = err
-						a.log.Warn().Err(err).Msg("control loop round failed")
-					case moved || once:
-						if err := a.print(f, func(w io.Writer) error {
-							_, err := fmt.Fprintf(w, "%s collection floor %v\n", f.At.Format(time.TimeOnly), f.Applied)
-							return err
-						}); err != nil {
-							return err
-						}
-					}
-				}
-				if once {
-					return roundErr
-				}
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-t.C:
-				}
-			}
+			var printErr error
+			err = s.ControlLoop(ctx, manager.LoopConfig{
+				FloorEvery: every, AutoFailover: auto, FailoverAfter: failoverAfter, Once: once,
+				OnFailover: func(r manager.Region, d manager.DueFailover) {
+					a.log.Warn().Str("region", r.ID).Str("master", r.Redis).Str("replica", r.Replica).Str("reason", d.Reason).Msg("automatic failover")
+					printErr = errors.Join(printErr, a.print(d, func(w io.Writer) error {
+						_, err := fmt.Fprintf(w, "%s failover of %s: master %s, replica %s (%s)\n", time.Now().Format(time.TimeOnly), r.ID, r.Redis, r.Replica, d.Reason)
+						return err
+					}))
+				},
+				OnFloor: func(f manager.Floor) error {
+					return a.print(f, func(w io.Writer) error {
+						_, err := fmt.Fprintf(w, "%s collection floor %v\n", f.At.Format(time.TimeOnly), f.Applied)
+						return err
+					})
+				},
+				OnError: func(what string, err error) {
+					a.log.Warn().Err(err).Msg(what + " round failed")
+				},
+			})
+			return errors.Join(err, printErr)
 		},
 	}
 	cmd.Flags().DurationVar(&every, "interval", 5*time.Second, "how often the loop advances the collection floor")
@@ -95,26 +76,4 @@ with a revision check, so only one of them acts.`,
 	cmd.Flags().BoolVar(&auto, "auto-failover", true, "fail over regions whose master every child reports down")
 	cmd.Flags().DurationVar(&failoverAfter, "failover-after", manager.DefaultFailoverAfter, "how long every child must have seen the master down before the loop fails it over")
 	return cmd
-}
-
-// autoFailover runs one round of the automatic failover and prints what
-// it did.
-func (a *app) autoFailover(ctx context.Context, s *manager.Store, now time.Time, after time.Duration) error {
-	done, due, err := s.AutoFailover(ctx, now, after)
-	for _, r := range done {
-		d := manager.DueFailover{Region: r.ID}
-		for _, x := range due {
-			if x.Region == r.ID {
-				d = x
-			}
-		}
-		a.log.Warn().Str("region", r.ID).Str("master", r.Redis).Str("replica", r.Replica).Str("reason", d.Reason).Msg("automatic failover")
-		if perr := a.print(d, func(w io.Writer) error {
-			_, err := fmt.Fprintf(w, "%s failover of %s: master %s, replica %s (%s)\n", now.Format(time.TimeOnly), r.ID, r.Redis, r.Replica, d.Reason)
-			return err
-		}); perr != nil {
-			return perr
-		}
-	}
-	return err
 }

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -186,7 +185,7 @@ func TestDaemon(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var logs syncBuffer
+	var logs testredis.SyncBuffer
 	done := make(chan int, 1)
 	env := map[string]string{"GR_REDIS_PASSWORD": "backend-pw", "GR_PASSWORD": "app-pw"}
 	go func() {
@@ -243,21 +242,4 @@ func TestDaemon(t *testing.T) {
 	if _, err := net.DialTimeout("tcp", listen, time.Second); err == nil {
 		t.Error("still listening after the stop")
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }

@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -244,30 +243,15 @@ func (p *Playground) Run(ctx context.Context) error {
 }
 
 // controlLoop is the channel manager's control loop, as `channel-manager
-// run` runs it: every second the automatic failover (the playground's
-// regions have no replicas, so it only watches), every five seconds the
-// tombstone collection floor.
+// run` runs it (the playground's regions have no replicas, so its
+// automatic failover only watches).
 func (p *Playground) controlLoop(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	var floorAt time.Time
-	for {
-		now := time.Now()
-		if _, _, err := p.store.AutoFailover(ctx, now, manager.DefaultFailoverAfter); err != nil && ctx.Err() == nil {
-			p.log.Warn().Err(err).Msg("manager: automatic failover round failed")
-		}
-		if now.Sub(floorAt) >= 5*time.Second {
-			floorAt = now
-			if _, _, err := p.store.AdvanceFloor(ctx, now); err != nil && ctx.Err() == nil {
-				p.log.Warn().Err(err).Msg("manager: collection floor round failed")
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	_ = p.store.ControlLoop(ctx, manager.LoopConfig{
+		AutoFailover: true,
+		OnError: func(what string, err error) {
+			p.log.Warn().Err(err).Msg("manager: " + what + " round failed")
+		},
+	})
 }
 
 // Close stops the infrastructure (Redis, NATS) in reverse order.

@@ -56,7 +56,7 @@ type Server struct {
 // proc is one redis-server process of a Server.
 type proc struct {
 	cmd      *exec.Cmd
-	out      *syncBuffer
+	out      *SyncBuffer
 	exited   chan struct{}
 	killOnce sync.Once
 }
@@ -201,7 +201,7 @@ func (s *Server) start(path string) error {
 	}
 	args = append(args, o.args...)
 
-	out := &syncBuffer{}
+	out := &SyncBuffer{}
 	cmd := exec.Command(path, args...)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = out, out
@@ -334,20 +334,20 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// syncBuffer is a bytes.Buffer safe for the process's writes and the
-// test's reads.
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for a process's (or a logger's)
+// writes and a test's reads.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
