@@ -304,12 +304,26 @@ func TestDifferentialLocalWrites(t *testing.T) {
 // per origin, interleaved); the engine's own ops are read back from its op
 // log, decoded and applied to the model. The engine's visible state must
 // always equal the model replica of its region, and in the end all regions
-// must show the same state.
+// must show the same state. In a third of the batches a local write runs
+// between the fast path's read and the apply (Engine.applyHook), so that
+// fast items find their key changed and must be merged the general way.
 func TestDifferentialRemoteApply(t *testing.T) {
 	e := newTestEngine(t, "iad")
 	applied, conflicts, liveKeys := 0, 0, 0
+	fastSent, fastApplied := 0, 0
+	var h *history
+	e.applyHook = func(argv []any) {
+		for _, a := range argv {
+			if a == casTag {
+				fastSent++
+			}
+		}
+		if h.r.IntN(3) == 0 {
+			h.localWrite(time.Now().UnixMilli())
+		}
+	}
 	for round := 0; round < 50; round++ {
-		h := newHistory(t, e, uint64(round), 11)
+		h = newHistory(t, e, uint64(round), 11)
 		for step := 0; step < 120; step++ {
 			now := time.Now().UnixMilli()
 			switch x := h.r.IntN(10); {
@@ -323,6 +337,7 @@ func TestDifferentialRemoteApply(t *testing.T) {
 					t.Fatalf("applied %d of a batch of %d new ops: %+v", res.Applied, n, res)
 				}
 				applied += res.Applied
+				fastApplied += res.Fast
 				for _, c := range res.Conflicts {
 					conflicts += c
 				}
@@ -347,5 +362,11 @@ func TestDifferentialRemoteApply(t *testing.T) {
 	if applied < 500 || conflicts < 20 || liveKeys < 25 {
 		t.Fatalf("weak histories: %d ops applied, %d conflicts, %d live keys", applied, conflicts, liveKeys)
 	}
-	t.Logf("%d remote ops applied, %d conflicts resolved, %d live keys compared", applied, conflicts, liveKeys)
+	// Both ways of a fast item must have run: written by compare-and-set,
+	// and merged the general way after a local write changed the key.
+	if fastApplied < 50 || fastSent-fastApplied < 50 {
+		t.Fatalf("fast path not exercised: %d fast items sent, %d applied by compare-and-set", fastSent, fastApplied)
+	}
+	t.Logf("%d remote ops applied (%d of %d fast items by compare-and-set), %d conflicts resolved, %d live keys compared",
+		applied, fastApplied, fastSent, conflicts, liveKeys)
 }

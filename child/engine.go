@@ -116,6 +116,10 @@ type Engine struct {
 	hook      atomic.Pointer[func()]
 
 	infoExtra atomic.Pointer[func() []InfoField]
+
+	// applyHook, when set (tests only), runs between the read of Apply's
+	// fast path and its call to gr_apply, with the call's arguments.
+	applyHook func(argv []any)
 }
 
 // OnWrite sets a function called after every call to Redis that wrote (the
@@ -235,6 +239,7 @@ func isNoFunction(err error) bool {
 // ApplyResult is what one remote batch did.
 type ApplyResult struct {
 	Applied   int            // ops applied (ops at or below the applied vector are skipped)
+	Fast      int            // of those, ops the fast path applied (child/fastapply.go)
 	LastSeq   uint64         // the origin's applied sequence number afterwards
 	Conflicts map[string]int // conflicts resolved, by kind
 }
@@ -244,10 +249,12 @@ type ApplyResult struct {
 // applied are skipped; a batch that does not continue from the applied
 // sequence fails with ErrGap and changes nothing.
 func (e *Engine) Apply(ctx context.Context, origin string, ops [][]byte) (ApplyResult, error) {
-	argv := make([]any, 0, len(ops)+1)
-	argv = append(argv, origin)
-	for _, op := range ops {
-		argv = append(argv, op)
+	argv, err := e.applyArgs(ctx, origin, ops)
+	if err != nil {
+		return ApplyResult{}, fmt.Errorf("child: applying ops of %s: %w", origin, err)
+	}
+	if e.applyHook != nil {
+		e.applyHook(argv)
 	}
 	v, err := e.fcall(ctx, "gr_apply", argv)
 	if err != nil {
@@ -257,11 +264,11 @@ func (e *Engine) Apply(ctx context.Context, origin string, ops [][]byte) (ApplyR
 		return ApplyResult{}, fmt.Errorf("child: applying ops of %s: %w", origin, err)
 	}
 	arr, ok := v.([]any)
-	if !ok || len(arr) < 2 {
+	if !ok || len(arr) < 3 {
 		return ApplyResult{}, fmt.Errorf("child: unexpected apply reply %v", v)
 	}
-	res := ApplyResult{Applied: int(toInt(arr[0])), LastSeq: uint64(toInt(arr[1]))}
-	for i := 2; i+1 < len(arr); i += 2 {
+	res := ApplyResult{Applied: int(toInt(arr[0])), LastSeq: uint64(toInt(arr[1])), Fast: int(toInt(arr[2]))}
+	for i := 3; i+1 < len(arr); i += 2 {
 		if res.Conflicts == nil {
 			res.Conflicts = map[string]int{}
 		}

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -35,6 +36,7 @@ func run() int {
 		timeout  time.Duration
 		maxLoad  float64
 		loadWait time.Duration
+		cpuProf  string
 	)
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.Usage = func() {
@@ -62,6 +64,7 @@ Flags:
 	fs.IntVar(&cfg.Memory.Keys, "keys", 0, "keys of the memory benchmark (default 1000000; --quick 200000)")
 	fs.Float64Var(&cfg.Lag.Rate, "lag-rate", 0, "writes/s of the lag benchmark (default 5000)")
 	fs.DurationVar(&cfg.Lag.Duration, "lag-duration", 0, "how long the lag benchmark writes (default 30s; --quick 10s)")
+	fs.StringVar(&cpuProf, "cpuprofile", "", "write a Go CPU profile of this process (children, shippers, receivers, embedded NATS) for the whole run to this file")
 	fs.IntVar(&cfg.Catchup.Ops, "catchup-ops", 0, "backlog of the catch-up benchmark (default 1000000; --quick 100000)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -98,6 +101,20 @@ Flags:
 		cfg.BeforeEach = func(ctx context.Context, name string) {
 			waitLoad(ctx, name, maxLoad, loadWait)
 		}
+	}
+	if cpuProf != "" {
+		f, err := os.Create(cpuProf)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			_, _ = fmt.Fprintln(os.Stderr, "bench: cpu profile:", err)
+			return 1
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			_ = f.Close()
+		}()
 	}
 	rep := bench.Run(ctx, env, cfg)
 	if asJSON {
