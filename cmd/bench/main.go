@@ -21,9 +21,11 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/globalreplica/globalreplica/internal/bench"
+	"github.com/globalreplica/globalreplica/internal/daemon"
 )
 
 func main() {
+	daemon.TuneGC()
 	os.Exit(run())
 }
 

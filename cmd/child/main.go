@@ -37,6 +37,7 @@ const (
 const redisConnectTimeout = 5 * time.Second
 
 func main() {
+	daemon.TuneGC()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
 	stop()

@@ -16,10 +16,12 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
+	"github.com/globalreplica/globalreplica/internal/daemon"
 	"github.com/globalreplica/globalreplica/internal/playground"
 )
 
 func main() {
+	daemon.TuneGC()
 	var cfg playground.Config
 	var verbose bool
 	cmd := &cobra.Command{
