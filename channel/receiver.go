@@ -100,6 +100,7 @@ type Status struct {
 	LastError   string         `json:"last_error,omitempty"`
 	Conflicts   map[string]int `json:"conflicts,omitempty"`
 	AppliedOps  uint64         `json:"applied_ops"` // applied by this receiver since it started
+	FastOps     uint64         `json:"fast_ops"`    // of those, applied by the engine's fast path (child.ApplyResult.Fast)
 }
 
 // Receiver runs the destination end of one channel. Its controls (Pause,
@@ -564,6 +565,7 @@ func (r *Receiver) record(res child.ApplyResult, md *jetstream.MsgMetadata) {
 		r.st.LagSeconds = now.Sub(md.Timestamp).Seconds()
 	}
 	r.st.AppliedOps += uint64(res.Applied)
+	r.st.FastOps += uint64(res.Fast)
 	for k, v := range res.Conflicts {
 		if r.st.Conflicts == nil {
 			r.st.Conflicts = map[string]int{}

@@ -46,6 +46,8 @@ type CatchupResult struct {
 	// batches), Redis's time in them per op, and CPU seconds of B's
 	// redis-server and of this process (children, NATS servers).
 	ApplyCalls     int64   `json:"apply_fcalls"`
+	FastOps        uint64  `json:"fast_ops"` // ops B's engine applied by its fast path (compare-and-set)
+	RedisForks     int64   `json:"redis_forks"` // forks of B's Redis (AOF rewrites) during the catch-up
 	RedisUsecPerOp float64 `json:"redis_usec_per_op"`
 	RedisCPU       float64 `json:"redis_cpu_seconds"`
 	ProcessCPU     float64 `json:"process_cpu_seconds"`
@@ -119,6 +121,7 @@ func Catchup(ctx context.Context, env Env, cfg CatchupConfig) (*CatchupResult, e
 	brdb := b.Daemon.Engine.Redis()
 	calls0, usec0 := fcallStats(ctx, brdb)
 	meter := newCPUMeter(redisPID(ctx, brdb), os.Getpid())
+	fast0, forks0 := recv.Status().FastOps, forks(ctx, brdb)
 	t0 := time.Now()
 	recv.Resume()
 	var applied uint64
@@ -135,6 +138,8 @@ func Catchup(ctx context.Context, env Env, cfg CatchupConfig) (*CatchupResult, e
 	res.RedisCPU, res.ProcessCPU = cpu[0], cpu[1]
 	calls1, usec1 := fcallStats(ctx, brdb)
 	res.ApplyCalls = calls1 - calls0
+	res.FastOps = recv.Status().FastOps - fast0
+	res.RedisForks = forks(ctx, brdb) - forks0
 	if res.Backlog > 0 {
 		res.RedisUsecPerOp = float64(usec1-usec0) / float64(res.Backlog)
 	}

@@ -89,3 +89,15 @@ func fcallStats(ctx context.Context, c *redis.Client) (calls, usec int64) {
 	}
 	return calls, usec
 }
+
+// forks returns how many times the Redis forked (INFO stats total_forks):
+// AOF rewrites and RDB saves, whose child competes for the cores and whose
+// copy-on-write faults slow the main thread while it runs.
+func forks(ctx context.Context, c *redis.Client) int64 {
+	v, err := infoField(ctx, c, "stats", "total_forks")
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.ParseInt(v, 10, 64)
+	return n
+}

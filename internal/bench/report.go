@@ -205,7 +205,8 @@ func (r *Report) WriteText(w io.Writer) {
 		if cu.ApplyCalls > 0 {
 			p("  inside fra's Redis: %d FCALLs (%.0f ops each), %.1f µs per op in FCALL = %.0f%% of the wall time\n",
 				cu.ApplyCalls, float64(cu.Backlog)/float64(cu.ApplyCalls), cu.RedisUsecPerOp, 100*cu.RedisUsecPerOp*float64(cu.Backlog)/1e6/cu.ApplySeconds)
-			p("  CPU during the catch-up: fra's redis-server %.1f s, this process (children, NATS) %.1f s\n", cu.RedisCPU, cu.ProcessCPU)
+			p("  fast path (merged in the child, compare-and-set in Redis): %d ops = %.0f%%\n", cu.FastOps, 100*float64(cu.FastOps)/float64(cu.Backlog))
+			p("  CPU during the catch-up: fra's redis-server %.1f s, this process (children, NATS) %.1f s; fra's Redis forked %d times (AOF rewrite)\n", cu.RedisCPU, cu.ProcessCPU, cu.RedisForks)
 		}
 		p("target           ≥ %.0f ops/s per channel: %s\n", cu.Target, passMiss(cu.Pass))
 	}
