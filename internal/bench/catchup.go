@@ -46,7 +46,7 @@ type CatchupResult struct {
 	// batches), Redis's time in them per op, and CPU seconds of B's
 	// redis-server and of this process (children, NATS servers).
 	ApplyCalls     int64   `json:"apply_fcalls"`
-	FastOps        uint64  `json:"fast_ops"` // ops B's engine applied by its fast path (compare-and-set)
+	FastOps        uint64  `json:"fast_ops"`    // ops B's engine applied by its fast path (compare-and-set)
 	RedisForks     int64   `json:"redis_forks"` // forks of B's Redis (AOF rewrites) during the catch-up
 	RedisUsecPerOp float64 `json:"redis_usec_per_op"`
 	RedisCPU       float64 `json:"redis_cpu_seconds"`
