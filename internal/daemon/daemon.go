@@ -37,7 +37,22 @@ type NATS struct {
 	Password  string
 	Token     string
 	CredsFile string
+	// PingInterval is how often the connection pings its server; after
+	// MaxPingsOut unanswered pings it counts as dead and reconnects. Zero
+	// means DefaultPingInterval.
+	PingInterval time.Duration
 }
+
+// DefaultPingInterval is the ping interval of a child's NATS connections:
+// a WAN link that goes silent without closing (a peer cut off, its address
+// moved) is noticed within about MaxPingsOut+1 intervals (30 s) instead of
+// the minutes of nats.go's default (2 minutes per ping), and the channel
+// reconnects and resumes from its applied vector.
+const DefaultPingInterval = 10 * time.Second
+
+// MaxPingsOut is how many pings may go unanswered before a connection
+// counts as dead.
+const MaxPingsOut = 2
 
 func (n NATS) connect(name string, log zerolog.Logger) (*nats.Conn, error) {
 	return nats.Connect(n.URL, append(n.options(name, log), nats.RetryOnFailedConnect(true))...)
@@ -50,10 +65,17 @@ func (n NATS) connectOnce(name string, log zerolog.Logger) (*nats.Conn, error) {
 }
 
 // options are the connection options of every NATS connection of a child:
-// reconnect forever, log disconnections, the configured credentials.
+// ping every PingInterval, reconnect forever, log disconnections, the
+// configured credentials.
 func (n NATS) options(name string, log zerolog.Logger) []nats.Option {
+	ping := n.PingInterval
+	if ping <= 0 {
+		ping = DefaultPingInterval
+	}
 	opts := []nats.Option{
 		nats.Name(name),
+		nats.PingInterval(ping),
+		nats.MaxPingsOutstanding(MaxPingsOut),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
