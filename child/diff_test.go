@@ -239,9 +239,13 @@ func redisSnapshot(t *testing.T, e *Engine) map[string]crdt.Visible {
 	return d
 }
 
+// newTestEngine starts an engine on a new redis-server. Every remote batch
+// takes the fast path (FastApplyMin 1) so that the tests of remote applies
+// run it with batches of every size.
 func newTestEngine(t *testing.T, region string) *Engine {
 	t.Helper()
-	e, err := NewEngine(context.Background(), EngineConfig{Instance: "test", Region: region}, testredis.Start(t).Client(), zerolog.Nop())
+	cfg := EngineConfig{Instance: "test", Region: region, FastApplyMin: 1}
+	e, err := NewEngine(context.Background(), cfg, testredis.Start(t).Client(), zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}

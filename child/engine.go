@@ -72,6 +72,9 @@ type EngineConfig struct {
 	Lanes int
 	// MaxBatch caps the requests that go to Redis in one pipeline. Default 256.
 	MaxBatch int
+	// FastApplyMin is the smallest remote batch that takes the fast path
+	// (child/fastapply.go). Default DefaultFastApplyMin.
+	FastApplyMin int
 }
 
 func (c *EngineConfig) validate() error {
@@ -86,6 +89,9 @@ func (c *EngineConfig) validate() error {
 	}
 	if c.MaxBatch == 0 {
 		c.MaxBatch = 256
+	}
+	if c.FastApplyMin == 0 {
+		c.FastApplyMin = DefaultFastApplyMin
 	}
 	return nil
 }
