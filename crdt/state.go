@@ -19,7 +19,11 @@ import (
 // MarshalState encodes an element of type t and an optional expiry register.
 func MarshalState(t Type, e *Elem, x *Expiry) []byte {
 	var buf bytes.Buffer
-	w := &writer{enc: msgpack.NewEncoder(&buf)}
+	buf.Grow(64)
+	enc := msgpack.GetEncoder()
+	enc.Reset(&buf)
+	defer msgpack.PutEncoder(enc)
+	w := &writer{enc: enc}
 	n := 4
 	if x != nil && len(x.Rm) > 0 {
 		n = 6
@@ -80,6 +84,7 @@ func stateEmpty(e *Elem, n int) bool {
 // UnmarshalState decodes a state record of type t.
 func UnmarshalState(t Type, b []byte) (*Elem, *Expiry, error) {
 	r := newReader(b)
+	defer r.release()
 	n := r.versioned()
 	if r.err == nil && (n < 2 || n > 6) {
 		r.fail("state record of %d items", n)

@@ -110,6 +110,7 @@ func MarshalBatch(ops []*Op) ([]byte, error) {
 // an error wrapping ErrCorrupt or ErrUnsupportedVersion; it never panics.
 func UnmarshalOp(b []byte) (*Op, error) {
 	r := newReader(b)
+	defer r.release()
 	op := r.op()
 	if r.err == nil && r.rd.Len() != 0 {
 		r.fail("trailing bytes")
@@ -123,6 +124,7 @@ func UnmarshalOp(b []byte) (*Op, error) {
 // UnmarshalBatch decodes a batch of ops.
 func UnmarshalBatch(b []byte) ([]*Op, error) {
 	r := newReader(b)
+	defer r.release()
 	// The version comes first, so that a batch of a later format is
 	// reported as such whatever its shape.
 	if r.versioned() != 2 {
@@ -184,14 +186,26 @@ func (w *writer) vector(v Vector) {
 // reader decodes with a sticky error and bounds every length by the bytes
 // left, so hostile input cannot make it allocate or loop much.
 type reader struct {
-	rd  *bytes.Reader
+	br  bytes.Reader
+	rd  *bytes.Reader // &br
 	dec *msgpack.Decoder
 	err error
 }
 
+// newReader reads b with a decoder from msgpack's pool; release returns it.
 func newReader(b []byte) *reader {
-	rd := bytes.NewReader(b)
-	return &reader{rd: rd, dec: msgpack.NewDecoder(rd)}
+	r := &reader{}
+	r.br.Reset(b)
+	r.rd = &r.br
+	r.dec = msgpack.GetDecoder()
+	r.dec.Reset(r.rd)
+	return r
+}
+
+// release hands the decoder back to the pool; the reader is done.
+func (r *reader) release() {
+	msgpack.PutDecoder(r.dec)
+	r.dec = nil
 }
 
 func (r *reader) fail(format string, args ...any) {
@@ -436,6 +450,7 @@ func ValidRegion(s string) bool {
 // PeekID decodes only the OpID of an encoded op, for the shipper's hot path.
 func PeekID(b []byte) (OpID, error) {
 	r := newReader(b)
+	defer r.release()
 	if r.versioned() != 8 {
 		r.fail("op is not an 8-element array")
 	}

@@ -39,6 +39,7 @@ func run() int {
 		maxLoad  float64
 		loadWait time.Duration
 		cpuProf  string
+		cuProf   string
 	)
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.Usage = func() {
@@ -67,6 +68,7 @@ Flags:
 	fs.Float64Var(&cfg.Lag.Rate, "lag-rate", 0, "writes/s of the lag benchmark (default 5000)")
 	fs.DurationVar(&cfg.Lag.Duration, "lag-duration", 0, "how long the lag benchmark writes (default 30s; --quick 10s)")
 	fs.StringVar(&cpuProf, "cpuprofile", "", "write a Go CPU profile of this process (children, shippers, receivers, embedded NATS) for the whole run to this file")
+	fs.StringVar(&cuProf, "catchup-cpuprofile", "", "write a Go CPU profile of this process during the catch-up's apply phase alone to this file")
 	fs.IntVar(&cfg.Catchup.Ops, "catchup-ops", 0, "backlog of the catch-up benchmark (default 1000000; --quick 100000)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -103,6 +105,19 @@ Flags:
 		cfg.BeforeEach = func(ctx context.Context, name string) {
 			waitLoad(ctx, name, maxLoad, loadWait)
 		}
+	}
+	if cpuProf != "" && cuProf != "" {
+		_, _ = fmt.Fprintln(os.Stderr, "bench: -cpuprofile and -catchup-cpuprofile exclude each other (one CPU profile at a time)")
+		return 2
+	}
+	if cuProf != "" {
+		f, err := os.Create(cuProf)
+		if err != nil {
+			_, _ = fmt.Fprintln(os.Stderr, "bench: catch-up cpu profile:", err)
+			return 1
+		}
+		defer func() { _ = f.Close() }()
+		cfg.Catchup.Profile = f
 	}
 	if cpuProf != "" {
 		f, err := os.Create(cpuProf)

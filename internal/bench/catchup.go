@@ -3,7 +3,9 @@ package bench
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"time"
 
@@ -16,6 +18,9 @@ type CatchupConfig struct {
 	KeySpace int // SET on keys cu:0 ... cu:KeySpace-1, default 100,000
 	Conns    int // writer connections to A, default 8
 	Pipeline int // SETs per pipeline, default 500
+	// Profile, when set, receives a Go CPU profile of this process during
+	// the apply phase alone (the receiver, the engine, NATS).
+	Profile io.Writer `json:"-"`
 }
 
 func (c *CatchupConfig) defaults() {
@@ -122,6 +127,11 @@ func Catchup(ctx context.Context, env Env, cfg CatchupConfig) (*CatchupResult, e
 	calls0, usec0 := fcallStats(ctx, brdb)
 	meter := newCPUMeter(redisPID(ctx, brdb), os.Getpid())
 	fast0, forks0 := recv.Status().FastOps, forks(ctx, brdb)
+	if cfg.Profile != nil {
+		if err := pprof.StartCPUProfile(cfg.Profile); err != nil {
+			return nil, fmt.Errorf("catch-up profile: %w", err)
+		}
+	}
 	t0 := time.Now()
 	recv.Resume()
 	var applied uint64
@@ -133,6 +143,9 @@ func Catchup(ctx context.Context, env Env, cfg CatchupConfig) (*CatchupResult, e
 		return nil, fmt.Errorf("%w (applied %d of %d)", err, applied-applied0, res.Backlog)
 	}
 	res.ApplySeconds = time.Since(t0).Seconds()
+	if cfg.Profile != nil {
+		pprof.StopCPUProfile()
+	}
 	res.ApplyRate = float64(res.Backlog) / res.ApplySeconds
 	cpu := meter.used()
 	res.RedisCPU, res.ProcessCPU = cpu[0], cpu[1]
