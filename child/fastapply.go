@@ -77,7 +77,8 @@ func (e *Engine) applyArgs(ctx context.Context, origin string, ops [][]byte) ([]
 	}
 	// cur is each key's record as the batch leaves it, op after op: the
 	// record read, then what the fast items before wrote. A key whose op
-	// went the general way is unknown from there on (nil entry in known).
+	// went the general way is unknown from there on (known[j] false): its
+	// later ops go the general way too.
 	cur := make([][]byte, len(names))
 	known := make([]bool, len(names))
 	for j, v := range read {

@@ -15,7 +15,7 @@
 
 local CONFLICT_LOG = 1000
 
--- decode_op decodes the n-th encoded op of the call, or nil if it is corrupt
+-- decode_op decodes an encoded op of origin, or returns nil if it is corrupt
 local function decode_op(s, origin)
   local op = mp_unpack(s)
   if type(op) ~= 'table' or op[1] ~= VERSION or op[2] ~= origin then return nil end
