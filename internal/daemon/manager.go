@@ -48,7 +48,17 @@ type ManagerConfig struct {
 	// Retry is the wait between attempts to reach the config store while
 	// the instance does not exist yet, default DefaultManagerRetry.
 	Retry time.Duration
+	// GCEvery is the least time between two tombstone collections, default
+	// DefaultGCEvery.
+	GCEvery time.Duration
 }
+
+// DefaultGCEvery spaces tombstone collections. A collection scans the
+// region's whole keyspace (a page of child.GCBatch keys per call) and the
+// floor moves every few seconds, so collecting at every new floor would
+// keep Redis scanning all the time; tombstones are only storage, and a
+// minute more of them costs little.
+const DefaultGCEvery = time.Minute
 
 func (m *ManagerConfig) validate(c *Config) error {
 	if m.NATS.URL == "" {
@@ -66,6 +76,9 @@ func (m *ManagerConfig) validate(c *Config) error {
 	if m.Retry <= 0 {
 		m.Retry = DefaultManagerRetry
 	}
+	if m.GCEvery <= 0 {
+		m.GCEvery = DefaultGCEvery
+	}
 	return nil
 }
 
@@ -82,6 +95,7 @@ type managed struct {
 	retry bool                    // the last apply left something to retry
 
 	gcAt   time.Time   // the floor last collected
+	gcRan  time.Time   // when the last collection started
 	gcBusy atomic.Bool // a collection runs
 
 	fo *follower // follows the region's Redis entry (failover.go)
@@ -377,14 +391,22 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
+// gcDue reports whether floor f is worth a collection at now: it is newer
+// than the floor last collected and the last collection started GCEvery
+// ago or more.
+func (m *managed) gcDue(f *manager.Floor, now time.Time) bool {
+	return f != nil && f.At.After(m.gcAt) && now.Sub(m.gcRan) >= m.cfg.GCEvery
+}
+
 // collect collects the region's tombstones below a new floor, in the
-// background, one collection at a time, by the child holding the region's
-// "gc" lease.
+// background, one collection at a time and at most one per GCEvery, by the
+// child holding the region's "gc" lease.
 func (m *managed) collect(ctx context.Context, f *manager.Floor) {
-	if f == nil || !f.At.After(m.gcAt) || !m.gcBusy.CompareAndSwap(false, true) {
+	now := time.Now()
+	if !m.gcDue(f, now) || !m.gcBusy.CompareAndSwap(false, true) {
 		return
 	}
-	m.gcAt = f.At
+	m.gcAt, m.gcRan = f.At, now
 	floor := crdt.Vector(f.Applied)
 	go func() {
 		defer m.gcBusy.Store(false)

@@ -215,3 +215,33 @@ func TestControl(t *testing.T) {
 		}
 	}
 }
+
+// TestGCDue: a collection scans the whole keyspace, so a child starts one
+// only for a floor newer than the last it collected and at most once per
+// GCEvery, however often the manager publishes floors.
+func TestGCDue(t *testing.T) {
+	t0 := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	m := &managed{cfg: ManagerConfig{GCEvery: time.Minute}, gcAt: t0, gcRan: t0}
+	newer := &manager.Floor{At: t0.Add(5 * time.Second)}
+	for _, c := range []struct {
+		name  string
+		floor *manager.Floor
+		now   time.Time
+		want  bool
+	}{
+		{"no floor", nil, t0.Add(time.Hour), false},
+		{"same floor", &manager.Floor{At: t0}, t0.Add(time.Hour), false},
+		{"newer floor, 5 s after the last collection", newer, t0.Add(5 * time.Second), false},
+		{"newer floor, 59 s after", newer, t0.Add(59 * time.Second), false},
+		{"newer floor, a minute after", newer, t0.Add(time.Minute), true},
+	} {
+		if got := m.gcDue(c.floor, c.now); got != c.want {
+			t.Errorf("%s: due %v, want %v", c.name, got, c.want)
+		}
+	}
+	var cfg ManagerConfig
+	cfg.NATS.URL = "nats://127.0.0.1:1"
+	if err := cfg.validate(&Config{NATS: NATS{URL: "nats://127.0.0.1:2"}}); err != nil || cfg.GCEvery != DefaultGCEvery {
+		t.Fatalf("default GCEvery %v (%v), want %v", cfg.GCEvery, err, DefaultGCEvery)
+	}
+}
