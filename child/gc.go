@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/globalreplica/globalreplica/crdt"
 )
@@ -26,6 +27,12 @@ type GCStats struct {
 	Elements int // tombstone elements dropped (string tombstones, hash fields, members)
 }
 
+// GCPace spreads a collection out: after each gr_gc call, CollectTombstones
+// waits this many times as long as the call took, so that a collection
+// holds Redis at most 1/(1+GCPace) of the time (20%), whatever the size of
+// the keyspace it scans.
+const GCPace = 4
+
 // Collected is the number of tombstones collected: removal-context entries
 // and empty elements dropped.
 func (s GCStats) Collected() int { return s.Removals + s.Elements }
@@ -39,12 +46,18 @@ func (s GCStats) Collected() int { return s.Removals + s.Elements }
 // in between; it changes nothing visible. It returns how many tombstones it
 // collected.
 func (e *Engine) CollectTombstones(ctx context.Context, floor crdt.Vector) (int, error) {
-	st, err := e.GC(ctx, floor)
+	st, err := e.gc(ctx, floor, GCPace)
 	return st.Collected(), err
 }
 
-// GC is CollectTombstones with the details.
+// GC is CollectTombstones with the details, and without pauses.
 func (e *Engine) GC(ctx context.Context, floor crdt.Vector) (GCStats, error) {
+	return e.gc(ctx, floor, 0)
+}
+
+// gc runs a collection, waiting pace times as long as each call took
+// after it.
+func (e *Engine) gc(ctx context.Context, floor crdt.Vector, pace int) (GCStats, error) {
 	var st GCStats
 	fl := make([]any, 0, 2*len(floor))
 	regions := make([]string, 0, len(floor))
@@ -64,7 +77,9 @@ func (e *Engine) GC(ctx context.Context, floor crdt.Vector) (GCStats, error) {
 				return st, err
 			}
 			argv := append([]any{phase, cursor, GCBatch}, fl...)
+			t0 := time.Now()
 			v, err := e.fcall(ctx, "gr_gc", argv)
+			took := time.Since(t0)
 			if err != nil {
 				return st, fmt.Errorf("child: collecting tombstones: %w", err)
 			}
@@ -79,7 +94,24 @@ func (e *Engine) GC(ctx context.Context, floor crdt.Vector) (GCStats, error) {
 			if cursor == "0" || cursor == "" {
 				break
 			}
+			if pace > 0 {
+				if err := sleepCtx(ctx, time.Duration(pace)*took); err != nil {
+					return st, err
+				}
+			}
 		}
 	}
 	return st, nil
+}
+
+// sleepCtx waits d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
