@@ -43,6 +43,7 @@ func startChildWith(t *testing.T, mgr *testnats.Server, name string, change func
 		Manager: daemon.ManagerConfig{
 			NATS:      daemon.NATS{URL: mgr.URL(), User: "gr", Password: "secret"},
 			Heartbeat: 100 * time.Millisecond, Retry: 100 * time.Millisecond,
+			GCEvery: 100 * time.Millisecond, // collect at each new floor, as tests expect
 		},
 		Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
 	}
@@ -57,7 +58,9 @@ func startChildWith(t *testing.T, mgr *testnats.Server, name string, change func
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
 	ch.d = d
-	ch.c = redis.NewClient(&redis.Options{Addr: d.RESPAddr()})
+	// A generous read timeout: some tests pipeline large writes (50,000
+	// hash fields) that a loaded machine with -race takes seconds to apply.
+	ch.c = redis.NewClient(&redis.Options{Addr: d.RESPAddr(), ReadTimeout: 30 * time.Second})
 	t.Cleanup(func() {
 		_ = ch.c.Close()
 		cancel()

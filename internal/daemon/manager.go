@@ -183,6 +183,10 @@ func (m *managed) session(ctx context.Context, store *manager.Store) error {
 	defer wg.Wait()
 	resync := time.NewTicker(managerResync)
 	defer resync.Stop()
+	// A floor that came while collections were spaced out (GCEvery) is
+	// collected at the next tick, even if no newer one comes.
+	gcTick := time.NewTicker(m.cfg.GCEvery)
+	defer gcTick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -202,6 +206,13 @@ func (m *managed) session(ctx context.Context, store *manager.Store) error {
 			m.apply(ctx, st)
 			m.collect(ctx, st.Floor)
 			m.rebuildCheck(ctx, store, st)
+		case <-gcTick.C:
+			m.mu.Lock()
+			last := m.last
+			m.mu.Unlock()
+			if last != nil {
+				m.collect(ctx, last.Floor)
+			}
 		case <-resync.C:
 			m.mu.Lock()
 			last, again := m.last, m.retry
