@@ -36,13 +36,16 @@ type lockView struct {
 
 type regionView struct {
 	ID       string    `json:"id"`
-	State    string    `json:"state"` // active or evicted
+	State    string    `json:"state"` // active, evicted, rebuilding (<phase>) or rebuild failed
 	NATS     string    `json:"nats"`
 	Redis    string    `json:"redis"`
 	Replica  string    `json:"replica"`
 	Evicted  bool      `json:"evicted"`
 	Added    time.Time `json:"added"`
 	Children int       `json:"children"` // child processes with a fresh heartbeat
+	// Rebuild is the region's last rebuild request, while it runs or once
+	// it failed (the region then refuses writes until a rebuild succeeds).
+	Rebuild *manager.Rebuild `json:"rebuild,omitempty"`
 }
 
 type channelView struct {
@@ -73,11 +76,16 @@ func newInstanceView(in manager.Instance, st manager.State, lock *manager.LockIn
 }
 
 func newRegionView(r manager.Region, children int) regionView {
-	state := "active"
-	if r.Evicted {
-		state = "evicted"
+	v := regionView{ID: r.ID, State: "active", NATS: r.NATS, Redis: r.Redis, Replica: r.Replica, Evicted: r.Evicted, Added: r.Added.UTC(), Children: children}
+	switch {
+	case r.Evicted:
+		v.State = "evicted"
+	case r.Rebuild.Active():
+		v.State, v.Rebuild = "rebuilding ("+r.Rebuild.Phase+")", r.Rebuild
+	case r.Rebuild != nil && r.Rebuild.Phase == manager.RebuildFailed:
+		v.State, v.Rebuild = "rebuild failed", r.Rebuild
 	}
-	return regionView{ID: r.ID, State: state, NATS: r.NATS, Redis: r.Redis, Replica: r.Replica, Evicted: r.Evicted, Added: r.Added.UTC(), Children: children}
+	return v
 }
 
 func newChannelView(c manager.Channel) channelView {

@@ -61,7 +61,7 @@ func TestInstanceCommands(t *testing.T) {
 // TestRegionCommands: add, list, evict, remove with their JSON, and the
 // refusals that change nothing.
 func TestRegionCommands(t *testing.T) {
-	c, _ := newCLI(t)
+	c, srv := newCLI(t)
 	c.ok("instance", "create")
 	var ch regionChange
 	c.json(&ch, "region", "add", "sgp", "--region-nats", "nats://sgp:4222", "--redis", "sgp:6379", "--replica", "sgp2:6379")
@@ -96,6 +96,31 @@ func TestRegionCommands(t *testing.T) {
 	table := c.ok("region", "list")
 	if !strings.HasPrefix(table, "REGION") || !strings.Contains(table, "nats://fra:4222") {
 		t.Fatalf("list table:\n%s", table)
+	}
+
+	// A rebuild shows in the list while it runs and once it failed (the
+	// region refuses writes until a rebuild succeeds).
+	_, js := srv.Connect()
+	ctx := context.Background()
+	s, err := manager.Bind(ctx, js, "shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.RequestRebuild(ctx, "fra", "sgp", "rb-1"); err != nil {
+		t.Fatal(err)
+	}
+	c.json(&regions, "region", "list")
+	if regions[0].State != "rebuilding (pending)" || regions[0].Rebuild == nil || regions[0].Rebuild.From != "sgp" || regions[2].State != "active" {
+		t.Fatalf("list while fra is rebuilt: %+v", regions)
+	}
+	if _, err := s.UpdateRebuild(ctx, "fra", "rb-1", func(r *manager.Rebuild) error {
+		r.Phase, r.Error = manager.RebuildFailed, "peer unreachable"
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if out := c.ok("region", "list"); !strings.Contains(out, "rebuild failed") {
+		t.Fatalf("list after a failed rebuild:\n%s", out)
 	}
 
 	c.json(&ch, "region", "evict", "iad")
