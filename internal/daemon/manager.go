@@ -427,7 +427,9 @@ func (m *managed) collect(ctx context.Context, f *manager.Floor) {
 		}
 		n, err := m.d.Engine.CollectTombstones(ctx, floor)
 		if err != nil {
-			m.log.Warn().Err(err).Msg("tombstone collection failed")
+			if ctx.Err() == nil { // not the child stopping
+				m.log.Warn().Err(err).Msg("tombstone collection failed")
+			}
 			return
 		}
 		m.log.Info().Int("collected", n).Str("floor", floor.String()).Msg("tombstones collected")
