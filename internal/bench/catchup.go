@@ -131,6 +131,7 @@ func Catchup(ctx context.Context, env Env, cfg CatchupConfig) (*CatchupResult, e
 		if err := pprof.StartCPUProfile(cfg.Profile); err != nil {
 			return nil, fmt.Errorf("catch-up profile: %w", err)
 		}
+		defer pprof.StopCPUProfile() // also when the catch-up fails; stopping twice is harmless
 	}
 	t0 := time.Now()
 	recv.Resume()
