@@ -395,13 +395,24 @@ func (e *Engine) Ready(ctx context.Context) (bool, error) {
 // issued (after channel.RestoreFromStream, or at once for a region that
 // replicates nowhere). The mark names the Redis process (its run id), so a
 // restart, a restore from a snapshot or a promoted replica needs it again.
+//
+// While a rebuild holds the Redis (BeginRebuild until EndRebuild) it fails
+// with ErrRebuilding and leaves the Redis refusing writes: the mark and the
+// rebuild's are decided in Redis, one after the other, so a readiness check
+// that began before the rebuild cannot reopen writes in its middle.
 func (e *Engine) MarkReady(ctx context.Context) error {
 	if err := e.meta.HSet(ctx, keyMeta, "grace", e.cfg.Grace.Milliseconds()).Err(); err != nil {
 		return err
 	}
-	_, err := e.fcall(ctx, "gr_ready", []any{"mark"})
+	v, err := e.fcall(ctx, "gr_ready", []any{"mark"})
+	if err == nil && v == int64(-1) {
+		return ErrRebuilding
+	}
 	return err
 }
+
+// ErrRebuilding is MarkReady's error while a rebuild holds the Redis.
+var ErrRebuilding = errors.New("child: a rebuild holds this region's Redis; it allows writes again when it ends")
 
 // Restore raises the region's sequence number to at least last (and its
 // HLC to lastTS) and merges ops of the region's own stream that this Redis

@@ -3,6 +3,7 @@ package child
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"reflect"
 	"sort"
@@ -206,11 +207,27 @@ func TestWipeStateKeepsPosition(t *testing.T) {
 	if m, _ := e.RebuildMark(ctx); m != "r1" {
 		t.Fatalf("mark %q", m)
 	}
+	// A readiness check that began before the rebuild (the child's guard
+	// found the Redis wiped and merged its own ops back meanwhile) cannot
+	// make it writable in the rebuild's middle: writes there would build on
+	// a half-copied state (an increment's run would restart from zero).
+	if err := e.MarkReady(ctx); !errors.Is(err, ErrRebuilding) {
+		t.Fatalf("MarkReady during a rebuild: %v", err)
+	}
+	if ready, _ := e.Ready(ctx); ready {
+		t.Fatal("ready during a rebuild after MarkReady")
+	}
 	if err := e.EndRebuild(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if m, _ := e.RebuildMark(ctx); m != "" {
 		t.Fatalf("mark %q after the end", m)
+	}
+	if err := e.MarkReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ready, _ := e.Ready(ctx); !ready {
+		t.Fatal("not ready after the rebuild ended and MarkReady")
 	}
 }
 

@@ -11,11 +11,16 @@ local function gr_lease(_, argv)
 end
 
 -- gr_ready: FCALL gr_ready 0 mark|check -> 1 if this Redis process is marked
--- ready for local writes (see gr_write).
+-- ready for local writes (see gr_write). A mark is refused (-1) while a
+-- rebuild holds the Redis (meta.rebuild, child.BeginRebuild): a check made
+-- before the rebuild began must not make the Redis writable in its middle.
 local function gr_ready(_, argv)
   begin_call()
   db(1)
-  if argv[1] == 'mark' then rcall('HSET', 'meta', 'ready', run_id()) end
+  if argv[1] == 'mark' then
+    if rcall('HEXISTS', 'meta', 'rebuild') == 1 then return -1 end
+    rcall('HSET', 'meta', 'ready', run_id())
+  end
   if rcall('HGET', 'meta', 'ready') == run_id() then return 1 end
   return 0
 end
