@@ -182,9 +182,9 @@ func (s *Shipper) round(ctx context.Context) (idle bool, err error) {
 	if n > 0 {
 		// By sequence, not by count: the log may have been replaced while
 		// the ops were in flight (a wipe, a failover).
-		id, perr := crdt.PeekID(ops[n-1])
+		upTo, perr := crdt.LastSeq(ops[:n])
 		if perr == nil {
-			_, perr = s.oplog.TrimLog(ctx, id.Seq)
+			_, perr = s.oplog.TrimLog(ctx, upTo)
 		}
 		if perr != nil && err == nil {
 			err = perr

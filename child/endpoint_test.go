@@ -20,6 +20,13 @@ import (
 func startChild(t *testing.T, region string) (*Engine, *redis.Client) {
 	t.Helper()
 	e := newTestEngine(t, region)
+	return e, serve(t, e)
+}
+
+// serve runs a server of engine e on a free port until the test ends and
+// returns a go-redis client of it.
+func serve(t *testing.T, e *Engine) *redis.Client {
+	t.Helper()
 	srv, err := NewServer(Config{Addr: "127.0.0.1:0"}, e, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
 	if err != nil {
 		t.Fatal(err)
@@ -38,7 +45,7 @@ func startChild(t *testing.T, region string) (*Engine, *redis.Client) {
 	})
 	c := redis.NewClient(&redis.Options{Addr: srv.Addr().String()})
 	t.Cleanup(func() { _ = c.Close() })
-	return e, c
+	return c
 }
 
 // toRESP turns an engine command of randomCmd into the Redis command an

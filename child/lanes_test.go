@@ -29,24 +29,7 @@ func TestPipelineGroupsReadYourWrites(t *testing.T) {
 	if err := e.MarkReady(ctx); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := NewServer(Config{Addr: "127.0.0.1:0"}, e, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(sctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("server stopped with %v", err)
-		}
-	})
-	c := redis.NewClient(&redis.Options{Addr: srv.Addr().String()})
-	t.Cleanup(func() { _ = c.Close() })
+	c := serve(t, e)
 
 	const conns, steps = 4, 500
 	var wg sync.WaitGroup

@@ -447,6 +447,17 @@ func ValidRegion(s string) bool {
 	return true
 }
 
+// LastSeq returns the sequence number of the last of a run of encoded ops
+// (0 for none): the point up to which an op log read from its head can be
+// trimmed once those ops are shipped.
+func LastSeq(ops [][]byte) (uint64, error) {
+	if len(ops) == 0 {
+		return 0, nil
+	}
+	id, err := PeekID(ops[len(ops)-1])
+	return id.Seq, err
+}
+
 // PeekID decodes only the OpID of an encoded op, for the shipper's hot path.
 func PeekID(b []byte) (OpID, error) {
 	r := newReader(b)

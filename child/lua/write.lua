@@ -163,6 +163,18 @@ local function get_str(K)
   return string_value(K.elems[T_STR][''])
 end
 
+-- int_value is a string's value as INCRBY reads it: 0 when there is none,
+-- and an error for a value that is not an integer
+local function int_value(v)
+  if not v then return 0 end
+  local kind, n = parse_num(v)
+  if kind ~= 1 then
+    if kind == 2 and is_canonical_int(v) then fail(E_OVERFLOW) end
+    fail(E_NOTINT)
+  end
+  return n
+end
+
 local function check_int_add(cur, d)
   local r = cur + d
   if d > MAXSAFE or d < -MAXSAFE or r > MAXSAFE or r < -MAXSAFE then fail(E_OVERFLOW) end
@@ -227,17 +239,7 @@ local function fast_incrby(name, d)
   local el, exists = str_fast(name)
   if not el then return nil end
   local cur = 0
-  if exists then
-    local v = string_value(el)
-    if v then
-      local kind, n = parse_num(v)
-      if kind ~= 1 then
-        if kind == 2 and is_canonical_int(v) then fail(E_OVERFLOW) end
-        fail(E_NOTINT)
-      end
-      cur = n
-    end
-  end
+  if exists then cur = int_value(string_value(el)) end
   check_int_add(cur, d)
   -- b_incr: the op carries this region's counter run, extended
   local start, i, f = seq + 1, d, 0
@@ -254,16 +256,7 @@ C.incrby = function(a)
   if r then return r end
   local B = new_builder(a[1], true)
   visible_as(B.K, T_STR)
-  local cur = 0
-  local v = get_str(B.K)
-  if v then
-    local kind, n = parse_num(v)
-    if kind ~= 1 then
-      if kind == 2 and is_canonical_int(v) then fail(E_OVERFLOW) end
-      fail(E_NOTINT)
-    end
-    cur = n
-  end
+  local cur = int_value(get_str(B.K))
   check_int_add(cur, d)
   b_incr(B, T_STR, '', d, 0)
   local eo = elemop(B, T_STR, '')

@@ -86,15 +86,7 @@ func streamIDs(t *testing.T, ns *testnats.Server, region string) uint64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	nc, err := nats.Connect(ns.URL(), nats.UserInfo("gr", "secret"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := ns.Connect()
 	st, err := js.Stream(ctx, channel.StreamName("shop", region))
 	if err != nil {
 		t.Fatal(err)

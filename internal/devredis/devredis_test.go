@@ -786,12 +786,9 @@ func TestConvergesOnDevRedis(t *testing.T) {
 // empty): trimming up to it empties what was read.
 func lastSeq(t *testing.T, raw [][]byte) uint64 {
 	t.Helper()
-	if len(raw) == 0 {
-		return 0
-	}
-	id, err := crdt.PeekID(raw[len(raw)-1])
+	seq, err := crdt.LastSeq(raw)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return id.Seq
+	return seq
 }
