@@ -103,9 +103,19 @@ type crashyEngine struct {
 	trimFail      atomic.Int32 // publish, then fail before the trim
 }
 
-func (e *crashyEngine) Apply(ctx context.Context, origin string, ops [][]byte) (child.ApplyResult, error) {
-	res, err := e.Engine.Apply(ctx, origin, ops)
-	if err == nil && e.applyThenFail.Add(-1) >= 0 {
+func (e *crashyEngine) NewApplyChain(origin string) child.Chain {
+	return &crashyChain{Chain: e.Engine.NewApplyChain(origin), e: e}
+}
+
+// crashyChain is the chain of a crashyEngine's receiver.
+type crashyChain struct {
+	child.Chain
+	e *crashyEngine
+}
+
+func (c *crashyChain) Commit(ctx context.Context, p *child.Prepared) (child.ApplyResult, error) {
+	res, err := c.Chain.Commit(ctx, p)
+	if err == nil && c.e.applyThenFail.Add(-1) >= 0 {
 		return res, errors.New("injected crash between apply and ack")
 	}
 	return res, err

@@ -24,6 +24,7 @@ import (
 // applied sequence. Implemented by *child.Engine.
 type Applier interface {
 	Apply(ctx context.Context, origin string, ops [][]byte) (child.ApplyResult, error)
+	NewApplyChain(origin string) child.Chain
 	Position(ctx context.Context) (child.Position, error)
 	Lease(ctx context.Context, name, owner string, ttl time.Duration) (bool, error)
 }
@@ -300,13 +301,22 @@ func (r *Receiver) session(ctx context.Context) error {
 	// one applies the current one. It must be gone before the session
 	// returns: a fetch left running would take messages from the consumer
 	// that the next session creates under the same name.
+	//
+	// A second goroutine prepares each fetched batch's apply (decoding, the
+	// fast path's read and merges) while this one applies the batch before:
+	// with a backlog, fetching, preparing and applying in Redis overlap.
 	fctx, cancel := context.WithCancel(ctx)
-	batches := make(chan fetched, 1)
+	fetchedc, batches := make(chan fetched, 1), make(chan fetched, 1)
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		r.fetchLoop(fctx, cons, start, batches)
+		r.fetchLoop(fctx, cons, start, fetchedc)
+	}()
+	chain := r.applier.NewApplyChain(r.cfg.Origin)
+	go func() {
+		defer wg.Done()
+		r.prepareLoop(fctx, chain, fetchedc, batches)
 	}()
 	defer func() {
 		cancel()
@@ -367,7 +377,7 @@ func (r *Receiver) session(ctx context.Context) error {
 		case <-idle.C:
 			continue
 		case b := <-batches:
-			if err := r.step(ctx, b); err != nil {
+			if err := r.step(ctx, chain, b); err != nil {
 				return err
 			}
 			if b.next > expect {
@@ -378,10 +388,12 @@ func (r *Receiver) session(ctx context.Context) error {
 }
 
 // fetched is one batch the fetcher read: the ops to apply in order, the
-// last message (acknowledged with AckAll once the ops are applied) or the
-// error that ended the fetcher.
+// call that applies them if the fetcher prepared it, the last message
+// (acknowledged with AckAll once the ops are applied) or the error that
+// ended the fetcher.
 type fetched struct {
 	ops  [][]byte
+	prep *child.Prepared
 	last jetstream.Msg
 	md   *jetstream.MsgMetadata
 	next uint64 // the sequence number after this batch
@@ -481,10 +493,61 @@ func (r *Receiver) fetchLoop(ctx context.Context, cons jetstream.Consumer, expec
 	}
 }
 
+// prepareLoop hands the fetched batches on in order, each with its apply
+// prepared by chain unless the channel is throttled (a throttled batch is
+// applied in chunks, see step). It ends at an error, which it hands on.
+func (r *Receiver) prepareLoop(ctx context.Context, chain child.Chain, in <-chan fetched, out chan<- fetched) {
+	for {
+		var b fetched
+		select {
+		case b = <-in:
+		case <-ctx.Done():
+			return
+		}
+		if b.err == nil && len(b.ops) > 0 && !r.throttled() {
+			var err error
+			if b.prep, err = chain.Prepare(ctx, b.ops); err != nil {
+				b = fetched{err: err}
+			}
+		}
+		select {
+		case out <- b:
+		case <-ctx.Done():
+			return
+		}
+		if b.err != nil {
+			return
+		}
+	}
+}
+
+// throttled tells whether the channel has an ops or bytes limit.
+func (r *Receiver) throttled() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.opsLim != nil || r.bytesLim != nil
+}
+
 // step throttles, applies and acknowledges one fetched batch.
-func (r *Receiver) step(ctx context.Context, b fetched) error {
+func (r *Receiver) step(ctx context.Context, chain child.Chain, b fetched) error {
 	if b.err != nil {
 		return b.err
+	}
+	if b.prep != nil {
+		if err := r.holdWhilePaused(ctx); err != nil {
+			return err
+		}
+		if !r.throttled() {
+			res, err := chain.Commit(ctx, b.prep)
+			if err != nil {
+				return err
+			}
+			r.record(res, b.md)
+			return b.last.Ack()
+		}
+		// Throttled since the batch was prepared: apply it in throttled
+		// chunks below.
+		chain.Drop(b.prep)
 	}
 	for ops := b.ops; len(ops) > 0; {
 		// Paused while the batch was fetched: hold it, apply nothing.

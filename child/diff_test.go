@@ -311,6 +311,8 @@ func TestDifferentialLocalWrites(t *testing.T) {
 // must show the same state. In a third of the batches a local write runs
 // between the fast path's read and the apply (Engine.applyHook), so that
 // fast items find their key changed and must be merged the general way.
+// Every other round delivers through ApplyChains, preparing a batch while
+// the one before it is not applied yet (history.applyAhead).
 func TestDifferentialRemoteApply(t *testing.T) {
 	e := newTestEngine(t, "iad")
 	applied, conflicts, liveKeys := 0, 0, 0
@@ -328,6 +330,9 @@ func TestDifferentialRemoteApply(t *testing.T) {
 	}
 	for round := 0; round < 50; round++ {
 		h = newHistory(t, e, uint64(round), 11)
+		if round%2 == 1 {
+			h.chains = map[string]*ApplyChain{}
+		}
 		for step := 0; step < 120; step++ {
 			now := time.Now().UnixMilli()
 			switch x := h.r.IntN(10); {

@@ -255,10 +255,15 @@ type ApplyResult struct {
 // applied are skipped; a batch that does not continue from the applied
 // sequence fails with ErrGap and changes nothing.
 func (e *Engine) Apply(ctx context.Context, origin string, ops [][]byte) (ApplyResult, error) {
-	argv, err := e.applyArgs(ctx, origin, ops)
+	argv, err := e.applyArgs(ctx, origin, ops, nil)
 	if err != nil {
 		return ApplyResult{}, fmt.Errorf("child: applying ops of %s: %w", origin, err)
 	}
+	return e.applyCall(ctx, origin, argv)
+}
+
+// applyCall runs gr_apply with arguments built by applyArgs.
+func (e *Engine) applyCall(ctx context.Context, origin string, argv []any) (ApplyResult, error) {
 	if e.applyHook != nil {
 		e.applyHook(argv)
 	}

@@ -2,7 +2,9 @@ package child
 
 import (
 	"context"
+	"fmt"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/globalreplica/globalreplica/crdt"
 )
@@ -39,8 +41,11 @@ const DefaultFastApplyMin = 64
 // header, never with this.
 const casTag = "="
 
-// applyArgs builds gr_apply's arguments for a batch of one origin.
-func (e *Engine) applyArgs(ctx context.Context, origin string, ops [][]byte) ([]any, error) {
+// applyArgs builds gr_apply's arguments for a batch of one origin. With a
+// chain, the records that batches the chain prepared before, and that are
+// not yet known to be applied, stand in for what MGET read (see
+// ApplyChain); ch nil reads Redis alone.
+func (e *Engine) applyArgs(ctx context.Context, origin string, ops [][]byte, ch *ApplyChain) ([]any, error) {
 	if len(ops) < e.cfg.FastApplyMin {
 		return plainApplyArgs(origin, ops), nil
 	}
@@ -49,14 +54,21 @@ func (e *Engine) applyArgs(ctx context.Context, origin string, ops [][]byte) ([]
 		read int // index of the key in names
 	}
 	var (
-		cand  = make([]fast, len(ops)) // op nil: not a candidate
-		names []string
-		index = map[string]int{}
+		cand    = make([]fast, len(ops)) // op nil: not a candidate
+		names   []string
+		index   = map[string]int{}
+		touched []string // keys of ops that go the general way for sure (chain only)
 	)
 	for i, b := range ops {
 		op, err := crdt.UnmarshalOp(b)
-		if err != nil || op.ID.Region != origin || len(op.Elems) != 1 || op.Exp != nil || op.Elems[0].Type != crdt.TypeString {
+		if err != nil {
 			continue // gr_apply reports a corrupt op
+		}
+		if op.ID.Region != origin || len(op.Elems) != 1 || op.Exp != nil || op.Elems[0].Type != crdt.TypeString {
+			if ch != nil {
+				touched = append(touched, op.Key)
+			}
+			continue
 		}
 		j, ok := index[op.Key]
 		if !ok {
@@ -67,10 +79,18 @@ func (e *Engine) applyArgs(ctx context.Context, origin string, ops [][]byte) ([]
 		cand[i] = fast{op: op, read: j}
 	}
 	if len(names) == 0 {
+		ch.record(nil, nil, nil, touched)
 		return plainApplyArgs(origin, ops), nil
 	}
 	argv := make([]any, 3, 3+len(ops))
 	argv[0] = origin
+	var applied uint64
+	if ch != nil {
+		// Batches up to this one had their gr_apply answered before the
+		// MGET was sent: the MGET reads what they wrote.
+		applied = ch.applied.Load()
+		ch.prune(applied)
+	}
 	read, err := e.cur.Load().rdb.MGet(ctx, names...).Result()
 	if err != nil {
 		return nil, err
@@ -86,6 +106,11 @@ func (e *Engine) applyArgs(ctx context.Context, origin string, ops [][]byte) ([]
 			cur[j] = []byte(s)
 		}
 		known[j] = true
+		if ch != nil {
+			if a, ok := ch.ahead[names[j]]; ok && a.batch > applied {
+				cur[j], known[j] = a.rec, a.known
+			}
+		}
 	}
 	var ts crdt.Timestamp
 	for i, b := range ops {
@@ -108,7 +133,129 @@ func (e *Engine) applyArgs(ctx context.Context, origin string, ops [][]byte) ([]
 		}
 	}
 	argv[1], argv[2] = strconv.FormatInt(ts.Ms, 10), strconv.FormatUint(uint64(ts.Lc), 10)
+	if ch != nil {
+		ch.record(names, cur, known, touched)
+	}
 	return argv, nil
+}
+
+// An ApplyChain applies the batches of one origin in two steps, so that a
+// channel with a backlog keeps Redis busy: Prepare builds a batch's call
+// (decoding, the fast path's MGET and merges) while the batch before it is
+// still being applied by Commit in another goroutine. Prepare is called
+// from one goroutine and Commit from one (possibly another), both in batch
+// order; every prepared batch is committed or dropped, in that order.
+//
+// A batch prepared while the one before is in flight may read records that
+// the one before is about to change. The chain remembers the records each
+// prepared batch leaves behind (ahead) and uses those instead of what MGET
+// read, until a Commit says that batch was applied before the next MGET.
+// Whatever the chain assumes, gr_apply's compare-and-set is what decides:
+// a record that is not what the batch was prepared against sends the op
+// the general way, so a wrong guess costs time, never correctness.
+type ApplyChain struct {
+	e       *Engine
+	origin  string
+	applied atomic.Uint64 // the last batch committed or dropped
+	next    uint64        // the last batch prepared
+	ahead   map[string]aheadRecord
+	queue   []chainBatch // prepared batches with keys in ahead, oldest first
+}
+
+// aheadRecord is a key's record as a prepared batch leaves it; known is
+// false when the batch merges an op of the key the general way.
+type aheadRecord struct {
+	rec   []byte
+	known bool
+	batch uint64
+}
+
+type chainBatch struct {
+	id   uint64
+	keys []string
+}
+
+// Chain is an ApplyChain as its users see it (an interface, so that tests
+// can stand between a receiver and its chain).
+type Chain interface {
+	Prepare(ctx context.Context, ops [][]byte) (*Prepared, error)
+	Commit(ctx context.Context, p *Prepared) (ApplyResult, error)
+	Drop(p *Prepared)
+}
+
+var _ Chain = (*ApplyChain)(nil)
+
+// Prepared is one batch made ready by ApplyChain.Prepare.
+type Prepared struct {
+	id   uint64
+	argv []any
+}
+
+// NewApplyChain returns a chain (an *ApplyChain) for the batches of one
+// origin.
+func (e *Engine) NewApplyChain(origin string) Chain { return e.newApplyChain(origin) }
+
+func (e *Engine) newApplyChain(origin string) *ApplyChain {
+	return &ApplyChain{e: e, origin: origin, ahead: map[string]aheadRecord{}}
+}
+
+// Prepare builds the call that applies ops, to be run by Commit.
+func (c *ApplyChain) Prepare(ctx context.Context, ops [][]byte) (*Prepared, error) {
+	c.next++
+	argv, err := c.e.applyArgs(ctx, c.origin, ops, c)
+	if err != nil {
+		c.drop(c.next)
+		return nil, fmt.Errorf("child: applying ops of %s: %w", c.origin, err)
+	}
+	return &Prepared{id: c.next, argv: argv}, nil
+}
+
+// Commit applies a prepared batch, as Engine.Apply applies a batch.
+func (c *ApplyChain) Commit(ctx context.Context, p *Prepared) (ApplyResult, error) {
+	defer c.applied.Store(p.id)
+	return c.e.applyCall(ctx, c.origin, p.argv)
+}
+
+// Drop gives up a prepared batch that will not be committed.
+func (c *ApplyChain) Drop(p *Prepared) { c.drop(p.id) }
+
+func (c *ApplyChain) drop(id uint64) {
+	if c.applied.Load() < id {
+		c.applied.Store(id)
+	}
+}
+
+// prune forgets what batches up to applied left behind.
+func (c *ApplyChain) prune(applied uint64) {
+	n := 0
+	for _, b := range c.queue {
+		if b.id > applied {
+			break
+		}
+		for _, k := range b.keys {
+			if a, ok := c.ahead[k]; ok && a.batch == b.id {
+				delete(c.ahead, k)
+			}
+		}
+		n++
+	}
+	c.queue = c.queue[n:]
+}
+
+// record notes what the batch being prepared leaves behind: the records of
+// names (unknown where known is false) and of touched, keys it changes the
+// general way (unknown).
+func (c *ApplyChain) record(names []string, cur [][]byte, known []bool, touched []string) {
+	if c == nil || len(names)+len(touched) == 0 {
+		return
+	}
+	for j, k := range names {
+		c.ahead[k] = aheadRecord{rec: cur[j], known: known[j], batch: c.next}
+	}
+	for _, k := range touched {
+		c.ahead[k] = aheadRecord{batch: c.next}
+	}
+	c.queue = append(c.queue, chainBatch{id: c.next, keys: append(names, touched...)})
 }
 
 // plainApplyArgs are gr_apply's arguments without fast items.

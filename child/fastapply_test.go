@@ -52,3 +52,100 @@ func TestFastApplyMin(t *testing.T) {
 		}
 	}
 }
+
+// TestApplyChainAhead: batches prepared while the batches before them are
+// not applied yet read what those will write (the chain's records ahead),
+// so that every fast item still applies by compare-and-set; a local write
+// to a key between a batch's preparation and its commit sends that key's
+// items the general way, and the values are the same either way.
+func TestApplyChainAhead(t *testing.T) {
+	ctx := context.Background()
+	src := newTestEngine(t, "sgp")
+	dst := newTestEngine(t, "fra")
+	const keys, perBatch, batches = 5, 20, 3
+	for i := range perBatch * batches {
+		if _, err := src.Write(ctx, "set", fmt.Sprintf("k%d", i%keys), fmt.Sprintf("v%d", i), "0", "0", "0", "0", "", "0"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ops, err := src.ReadLog(ctx, perBatch*batches)
+	if err != nil || len(ops) != perBatch*batches {
+		t.Fatalf("op log: %d ops, %v", len(ops), err)
+	}
+	check := func(want func(i int) string) {
+		t.Helper()
+		for i := range keys {
+			v, ok, err := dst.Get(ctx, fmt.Sprintf("k%d", i))
+			if err != nil || !ok || v != want(i) {
+				t.Fatalf("k%d = %q, %v, %v; want %q", i, v, ok, err, want(i))
+			}
+		}
+	}
+	last := func(i int) string { return fmt.Sprintf("v%d", perBatch*batches-keys+i) }
+
+	// Every batch prepared before any is committed.
+	ch := dst.newApplyChain("sgp")
+	var prepared []*Prepared
+	for b := range batches {
+		p, err := ch.Prepare(ctx, ops[b*perBatch:(b+1)*perBatch])
+		if err != nil {
+			t.Fatal(err)
+		}
+		prepared = append(prepared, p)
+	}
+	for b, p := range prepared {
+		res, err := ch.Commit(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Applied != perBatch || res.Fast != perBatch {
+			t.Fatalf("batch %d: %+v; want all %d ops applied by compare-and-set", b, res, perBatch)
+		}
+	}
+	check(last)
+
+	// The same ops into a fresh region, with a local write to k0 after two
+	// batches were prepared: k0's items in those go the general way, and in
+	// the third too, prepared after the write but on what the chain assumed
+	// the second would leave.
+	dst2 := newTestEngine(t, "iad")
+	ch = dst2.newApplyChain("sgp")
+	p1, err := ch.Prepare(ctx, ops[:perBatch])
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2, err := ch.Prepare(ctx, ops[perBatch:2*perBatch])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dst2.Write(ctx, "set", "k0", "local", "0", "0", "0", "0", "", "0"); err != nil {
+		t.Fatal(err)
+	}
+	p3, err := ch.Prepare(ctx, ops[2*perBatch:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	fast := 0
+	for _, p := range []*Prepared{p1, p2, p3} {
+		res, err := ch.Commit(ctx, p)
+		if err != nil || res.Applied != perBatch {
+			t.Fatalf("%+v, %v", res, err)
+		}
+		fast += res.Fast
+	}
+	if slow := perBatch*batches - fast; slow != perBatch*batches/keys {
+		t.Fatalf("%d items went the general way; want k0's %d", slow, perBatch*batches/keys)
+	}
+	// What the chain kept ahead is forgotten once applied.
+	if ch.prune(ch.applied.Load()); len(ch.ahead) != 0 || len(ch.queue) != 0 {
+		t.Fatalf("the chain still holds %d records of %d batches", len(ch.ahead), len(ch.queue))
+	}
+	dst = dst2
+	check(func(i int) string {
+		if i == 0 {
+			// The local write is newer than every op of sgp's.
+			return "local"
+		}
+		return last(i)
+	})
+}

@@ -28,6 +28,9 @@ type history struct {
 	mirror     *crdt.Store
 	own        []*crdt.Op
 	engineNext map[string]int
+	// chains, when set, deliver through ApplyChains: a batch is split in
+	// two and both halves are prepared before the first is committed.
+	chains map[string]*ApplyChain
 }
 
 var remoteRegions = []string{"fra", "sgp"}
@@ -112,12 +115,54 @@ func (h *history) deliverToEngine(origin string, redeliver bool) (res ApplyResul
 		b, _ := src[i-1].MarshalBinary()
 		batch = append([][]byte{b}, batch...)
 	}
-	res, err := h.e.Apply(context.Background(), origin, batch)
+	var err error
+	if h.chains != nil && len(batch) >= 2 {
+		res, err = h.applyAhead(origin, batch)
+	} else {
+		res, err = h.e.Apply(context.Background(), origin, batch)
+	}
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	h.engineNext[origin] = i + n
 	return res, n, true
+}
+
+// applyAhead applies batch as two batches of origin's chain, the second
+// prepared before the first is committed, and sums their results.
+func (h *history) applyAhead(origin string, batch [][]byte) (ApplyResult, error) {
+	ctx := context.Background()
+	ch := h.chains[origin]
+	if ch == nil {
+		ch = h.e.newApplyChain(origin)
+		h.chains[origin] = ch
+	}
+	cut := 1 + h.r.IntN(len(batch)-1)
+	p1, err := ch.Prepare(ctx, batch[:cut])
+	if err != nil {
+		return ApplyResult{}, err
+	}
+	p2, err := ch.Prepare(ctx, batch[cut:])
+	if err != nil {
+		return ApplyResult{}, err
+	}
+	r1, err := ch.Commit(ctx, p1)
+	if err != nil {
+		return ApplyResult{}, err
+	}
+	r2, err := ch.Commit(ctx, p2)
+	if err != nil {
+		return ApplyResult{}, err
+	}
+	r2.Applied += r1.Applied
+	r2.Fast += r1.Fast
+	for k, c := range r1.Conflicts {
+		if r2.Conflicts == nil {
+			r2.Conflicts = map[string]int{}
+		}
+		r2.Conflicts[k] += c
+	}
+	return r2, nil
 }
 
 // all returns every region's ops by origin.
