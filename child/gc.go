@@ -25,6 +25,7 @@ type GCStats struct {
 	Scanned  int // keys visited (database 1 state keys and database 0 strings)
 	Removals int // removal-context entries dropped (elements' and expiry registers')
 	Elements int // tombstone elements dropped (string tombstones, hash fields, members)
+	Decoded  int // state records decoded (those with a removal context; the rest are passed over)
 }
 
 // GCPace spreads a collection out: after each gr_gc call, CollectTombstones
@@ -84,13 +85,14 @@ func (e *Engine) gc(ctx context.Context, floor crdt.Vector, pace int) (GCStats, 
 				return st, fmt.Errorf("child: collecting tombstones: %w", err)
 			}
 			arr, ok := v.([]any)
-			if !ok || len(arr) != 4 {
+			if !ok || len(arr) != 5 {
 				return st, fmt.Errorf("child: unexpected gc reply %v", v)
 			}
 			cursor, _ = arr[0].(string)
 			st.Scanned += int(toInt(arr[1]))
 			st.Removals += int(toInt(arr[2]))
 			st.Elements += int(toInt(arr[3]))
+			st.Decoded += int(toInt(arr[4]))
 			if cursor == "0" || cursor == "" {
 				break
 			}

@@ -12,7 +12,8 @@
 -- per-key hash with them), expiry-register removal entries at or below the
 -- floor are dropped and an empty register with them. Nothing visible
 -- changes; TTLs are kept. The caller runs the phases until the cursor is 0.
--- Returns {next cursor, keys scanned, removal entries dropped, elements dropped}.
+-- Returns {next cursor, keys scanned, removal entries dropped, elements
+-- dropped, state records decoded}.
 
 -- crdt.Elem.gc: drops what the floor allows; returns how many removal
 -- entries it dropped
@@ -33,14 +34,22 @@ local function gc_elem(el, floor)
 end
 
 -- gc_record collects one state record; returns the new record (nil when the
--- element is empty), removal entries dropped, and whether it changed
+-- element is empty), removal entries dropped, whether it changed and
+-- whether it was decoded. A record of two or three items (version,
+-- entries, counter runs: enc_elem and crdt.MarshalState leave out the
+-- removal context when it is empty) that is not an empty element has
+-- nothing to collect: it is passed over without decoding, which is what
+-- most records look like after their first collection. The version is one
+-- byte; 0x90 is an empty entries array.
 local function gc_record(s, floor)
+  local b = s:byte(1)
+  if b == 0x93 or (b == 0x92 and s:byte(3) ~= 0x90) then return s, 0, false, false end
   local ok, el = pcall(dec_state, s)
-  if not ok then return s, 0, false end -- not ours to judge: left alone
+  if not ok then return s, 0, false, true end -- not ours to judge: left alone
   local n = gc_elem(el, floor)
-  if elem_empty(el) then return nil, n, true end
-  if n == 0 then return s, 0, false end
-  return enc_elem(el), n, true
+  if elem_empty(el) then return nil, n, true, true end
+  if n == 0 then return s, 0, false, true end
+  return enc_elem(el), n, true, true
 end
 
 local function gr_gc(_, argv)
@@ -48,7 +57,7 @@ local function gr_gc(_, argv)
   local phase, cursor, count = tonumber(argv[1]), argv[2], tonumber(argv[3])
   local floor = {}
   for i = 4, #argv - 1, 2 do floor[argv[i]] = tonumber(argv[i + 1]) end
-  local rms, elems = 0, 0
+  local rms, elems, decoded = 0, 0, 0
   db(phase)
   local res
   if phase == 1 then
@@ -62,8 +71,9 @@ local function gr_gc(_, argv)
     if p == '' or p == 'k:' then
       local s = rcall('GET', k)
       if s then
-        local rec, n, changed = gc_record(s, floor)
+        local rec, n, changed, dec = gc_record(s, floor)
         rms = rms + n
+        if dec then decoded = decoded + 1 end
         if rec == nil and p == 'k:' then
           rcall('DEL', k)
           elems = elems + 1
@@ -88,8 +98,9 @@ local function gr_gc(_, argv)
     else
       local kv = rcall('HGETALL', k)
       for i = 1, #kv, 2 do
-        local rec, n, changed = gc_record(kv[i + 1], floor)
+        local rec, n, changed, dec = gc_record(kv[i + 1], floor)
         rms = rms + n
+        if dec then decoded = decoded + 1 end
         if rec == nil then
           rcall('HDEL', k, kv[i])
           elems = elems + 1
@@ -99,5 +110,5 @@ local function gr_gc(_, argv)
       end
     end
   end
-  return {res[1], #keys, rms, elems}
+  return {res[1], #keys, rms, elems, decoded}
 end
