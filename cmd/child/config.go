@@ -35,6 +35,7 @@ type config struct {
 	NATS          daemon.NATS   // this region's NATS, where its stream lives
 	Peers         []daemon.Peer // the other regions and their NATS
 	Manager       string        // NATS URL of the channel manager's config store; excludes Peers
+	GCEvery       time.Duration // least time between two tombstone collections (with Manager)
 	HTTP          string
 	Retention     time.Duration
 	StreamBytes   int64
@@ -101,6 +102,15 @@ var settings = []setting{
 		}},
 	{name: "manager-nats", env: "GR_MANAGER_NATS", usage: "NATS URL of the channel manager's config store (with the NATS credentials above): the channels come from its desired state and the child publishes heartbeats there; excludes --peers",
 		set: func(c *config, v string) error { c.Manager = v; return nil }},
+	{name: "gc-every", env: "GR_GC_EVERY", def: "1m", usage: "with --manager-nats: least time between two tombstone collections, each a paced scan of the keyspace that holds Redis at most a fifth of the time (docs/storage.md)",
+		set: func(c *config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return fmt.Errorf("gc-every %q: a positive duration like 1m", v)
+			}
+			c.GCEvery = d
+			return nil
+		}},
 	{name: "http", env: "GR_HTTP", def: "127.0.0.1:9121", usage: "address of the HTTP endpoint: /metrics (Prometheus), /livez, /readyz, /availability?max_lag=100ms, /channels and channel controls (docs/operations.md); empty: none",
 		set: func(c *config, v string) error { c.HTTP = v; return nil }},
 	{name: "retention", env: "GR_RETENTION", def: "168h", usage: "how long this region's stream keeps ops: how long another region may be away and still resume without a rebuild",

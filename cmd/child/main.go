@@ -185,7 +185,7 @@ func managerConfig(cfg config) daemon.ManagerConfig {
 	}
 	n := cfg.NATS
 	n.URL = cfg.Manager
-	return daemon.ManagerConfig{NATS: n}
+	return daemon.ManagerConfig{NATS: n, GCEvery: cfg.GCEvery}
 }
 
 // redisLogger routes go-redis's internal messages (dial failures, pool

@@ -49,18 +49,18 @@ func TestConfigPrecedence(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := config{Instance: "shop", Region: "fra", Listen: "0.0.0.0:7000", Redis: "10.0.0.5:6379", Password: "from-file",
-		MaxValueBytes: 16 << 20, LogLevel: zerolog.DebugLevel, HTTP: "127.0.0.1:9121", Retention: 168 * time.Hour}
+		MaxValueBytes: 16 << 20, LogLevel: zerolog.DebugLevel, HTTP: "127.0.0.1:9121", Retention: 168 * time.Hour, GCEvery: time.Minute}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("file: %+v, want %+v", c, want)
 	}
 	// The environment beats the file (found through $GR_CONFIG); flags beat both.
 	env := map[string]string{"GR_CONFIG": yml, "GR_REGION": "iad", "GR_LISTEN": "127.0.0.1:7001", "GR_REDIS_PASSWORD": "rp", "GR_MAX_VALUE_BYTES": "1000"}
-	c, err = resolve(t, []string{"--listen", "127.0.0.1:7002", "--log-level", "WARN"}, env)
+	c, err = resolve(t, []string{"--listen", "127.0.0.1:7002", "--log-level", "WARN", "--gc-every", "10m"}, env)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want = config{Instance: "shop", Region: "iad", Listen: "127.0.0.1:7002", Redis: "10.0.0.5:6379", RedisPassword: "rp",
-		Password: "from-file", MaxValueBytes: 1000, LogLevel: zerolog.WarnLevel, HTTP: "127.0.0.1:9121", Retention: 168 * time.Hour}
+		Password: "from-file", MaxValueBytes: 1000, LogLevel: zerolog.WarnLevel, HTTP: "127.0.0.1:9121", Retention: 168 * time.Hour, GCEvery: 10 * time.Minute}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("env and flags: %+v, want %+v", c, want)
 	}
@@ -69,9 +69,13 @@ func TestConfigPrecedence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want = config{Instance: "shop", Region: "sgp", Listen: "127.0.0.1:6380", Redis: "127.0.0.1:6379", MaxValueBytes: 64 << 20, LogLevel: zerolog.InfoLevel, HTTP: "127.0.0.1:9121", Retention: 168 * time.Hour}
+	want = config{Instance: "shop", Region: "sgp", Listen: "127.0.0.1:6380", Redis: "127.0.0.1:6379", MaxValueBytes: 64 << 20, LogLevel: zerolog.InfoLevel, HTTP: "127.0.0.1:9121", Retention: 168 * time.Hour, GCEvery: time.Minute}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("defaults: %+v, want %+v", c, want)
+	}
+	// The collection spacing reaches the daemon with the config store.
+	if mc := managerConfig(config{Manager: "nats://127.0.0.1:4222", GCEvery: 5 * time.Minute}); mc.GCEvery != 5*time.Minute || mc.NATS.URL != "nats://127.0.0.1:4222" {
+		t.Fatalf("manager config %+v", mc)
 	}
 	// JSON, with a number.
 	js := writeFile(t, "child.json", `{"instance": "shop", "region": "fra", "max-value-bytes": 2048}`)
@@ -101,6 +105,7 @@ func TestConfigErrors(t *testing.T) {
 		{[]string{"--instance", "shop"}, map[string]string{"GR_REGION": "f r a"}, `invalid region "f r a"`},
 		{[]string{"--instance", "shop", "--region", "fra", "--max-value-bytes", "lots"}, nil, `max-value-bytes (from --max-value-bytes): invalid size "lots"`},
 		{[]string{"--instance", "shop", "--region", "fra"}, map[string]string{"GR_LOG_LEVEL": "loud"}, `log-level (from $GR_LOG_LEVEL): unknown log level "loud"`},
+		{[]string{"--instance", "shop", "--region", "fra", "--gc-every", "0s"}, nil, `gc-every (from --gc-every): gc-every "0s": a positive duration like 1m`},
 		{[]string{"--config", bad("a.yaml", "instance: shop\nregoin: fra\n")}, nil, "unknown keys regoin"},
 		{[]string{"--config", bad("a.toml", "")}, nil, "must end in .json, .yaml or .yml"},
 		{[]string{"--config", bad("b.json", "{")}, nil, "config file"},
