@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +23,7 @@ type region struct {
 	nats *testnats.Server
 	d    *daemon.Daemon
 	c    *redis.Client
+	stop func() // stops the child (once; the test's cleanup does it too)
 }
 
 // startChild starts the child of region name: its own NATS (with the
@@ -61,13 +63,17 @@ func startChildWith(t *testing.T, mgr *testnats.Server, name string, change func
 	// A generous read timeout: some tests pipeline large writes (50,000
 	// hash fields) that a loaded machine with -race takes seconds to apply.
 	ch.c = redis.NewClient(&redis.Options{Addr: d.RESPAddr(), ReadTimeout: 30 * time.Second})
-	t.Cleanup(func() {
-		_ = ch.c.Close()
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("%s stopped with %v", name, err)
-		}
-	})
+	var once sync.Once
+	ch.stop = func() {
+		once.Do(func() {
+			_ = ch.c.Close()
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("%s stopped with %v", name, err)
+			}
+		})
+	}
+	t.Cleanup(ch.stop)
 	return ch
 }
 

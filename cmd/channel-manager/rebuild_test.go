@@ -366,6 +366,116 @@ func TestRebuildWipedRegionUnderLoad(t *testing.T) {
 	}
 }
 
+// TestRebuildTakeover: region fra has two children on one Redis; its
+// Redis loses its data and a rebuild from sgp starts. The child that holds
+// the rebuild lease stops in the middle of it: the other child takes the
+// lease once it expires and starts the rebuild over, which finishes. fra
+// refuses writes until then, and in the end holds every key and counts
+// every acknowledged increment once, as sgp does.
+func TestRebuildTakeover(t *testing.T) {
+	c, mgr := newCLI(t)
+	ctx := context.Background()
+	c.ok("instance", "create")
+	sgp := startChild(t, mgr, "sgp")
+	fraA := startChildWith(t, mgr, "fra", func(cfg *daemon.Config) { cfg.Owner = "fra-a" })
+	fraB := startChildWith(t, mgr, "fra", func(cfg *daemon.Config) {
+		cfg.Owner = "fra-b"
+		cfg.Redis = *fraA.d.Engine.Redis().Options()
+		cfg.NATS.URL = fraA.nats.URL()
+	})
+	fraB.nats = fraA.nats
+	c.addRegion(sgp)
+	c.addRegion(fraA)
+	// enough keys that copying them takes a while
+	const keys = 20000
+	pipe := sgp.c.Pipeline()
+	for i := range keys {
+		pipe.Set(ctx, fmt.Sprintf("k%d", i), i, 0)
+	}
+	_, err := pipe.Exec(ctx)
+	must(t, err)
+	for range 50 {
+		must(t, sgp.c.IncrBy(ctx, "n", 1).Err())
+		must(t, fraA.c.IncrBy(ctx, "n", 1).Err())
+	}
+	eventually(t, "fra applied sgp's ops and sgp fra's", func() bool {
+		ps, _ := sgp.d.Engine.Position(ctx)
+		pf, _ := fraA.d.Engine.Position(ctx)
+		nf, _ := fraA.d.Engine.LogLen(ctx)
+		return pf.Applied["sgp"] == ps.Seq && ps.Applied["fra"] == pf.Seq && nf == 0
+	})
+	waitGet(t, sgp.c, "n", "100")
+
+	raw := redis.NewClient(&redis.Options{Addr: fraA.d.Engine.Redis().Options().Addr})
+	defer func() { _ = raw.Close() }()
+	must(t, raw.FlushAll(ctx).Err())
+	type result struct {
+		out, errOut string
+		code        int
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, errOut, code := c.run("rebuild", "fra", "--from", "sgp", "--json", "--quiet", "--timeout", "120s")
+		done <- result{out, errOut, code}
+	}()
+	// The child with the rebuild lease, once the rebuild marked the Redis
+	// and copied some of the keys.
+	meta := redis.NewClient(&redis.Options{Addr: fraA.d.Engine.Redis().Options().Addr, DB: 1})
+	defer func() { _ = meta.Close() }()
+	var holder string
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		holder, _ = meta.Get(ctx, "lease:rebuild").Result()
+		n, _ := raw.DBSize(ctx).Result()
+		marked, _ := meta.HExists(ctx, "meta", "rebuild").Result()
+		if holder != "" && marked && n > 100 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no rebuild in progress: lease %q, %d keys", holder, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	stopped, other, otherOwner := fraA, fraB, "fra-b"
+	if holder == "fra-b" {
+		stopped, other, otherOwner = fraB, fraA, "fra-a"
+	}
+	n, _ := raw.DBSize(ctx).Result()
+	t.Logf("stopping %s (the rebuild's lease holder) after %d keys were copied", holder, n)
+	stopped.stop()
+	if n >= keys {
+		t.Fatalf("the copy was done (%d keys) before the lease holder stopped: nothing to take over", n)
+	}
+	// The other child refuses writes until its own rebuild ends.
+	if err := other.c.Set(ctx, "during", "x", 0).Err(); err == nil || !strings.HasPrefix(err.Error(), "TRYAGAIN") {
+		t.Fatalf("a write to fra while its rebuild is interrupted: %v", err)
+	}
+	var res result
+	select {
+	case res = <-done:
+	case <-time.After(150 * time.Second):
+		t.Fatal("the rebuild did not end")
+	}
+	var v rebuildView
+	if res.code != exitOK || strictJSON(res.out, &v) != nil || v.Phase != manager.RebuildDone || v.KeysCopied < keys {
+		t.Fatalf("rebuild: exit %d, %+v\nstdout: %s\nstderr: %s", res.code, v, res.out, res.errOut)
+	}
+	if h, _ := meta.Get(ctx, "lease:rebuild").Result(); h != otherOwner && h != "" {
+		t.Fatalf("the rebuild lease is held by %q, want %s", h, otherOwner)
+	}
+	t.Logf("rebuild taken over: %+v", v)
+	must(t, other.c.IncrBy(ctx, "n", 1).Err())
+	waitGet(t, sgp.c, "n", "101")
+	waitGet(t, other.c, "n", "101")
+	if n, _ := other.c.DBSize(ctx).Result(); n != keys+1 {
+		t.Fatalf("fra holds %d keys after the rebuild, want %d", n, keys+1)
+	}
+	for _, k := range []string{"k0", fmt.Sprint("k", keys/2), fmt.Sprint("k", keys-1)} {
+		want, _ := sgp.c.Get(ctx, k).Result()
+		waitGet(t, other.c, k, want)
+	}
+}
+
 // TestRebuildErrors: bad input gets a clear error with the CLI's exit
 // codes, and nothing changes.
 func TestRebuildErrors(t *testing.T) {
