@@ -2,7 +2,7 @@ package crdt
 
 import (
 	"slices"
-	"sort"
+	"strings"
 )
 
 // Entry is one register value of an Elem: written by the op Dot at time
@@ -113,7 +113,7 @@ func (e *Elem) merge(id OpID, ts Timestamp, op *ElemOp) string {
 		e.Entries = slices.DeleteFunc(e.Entries, func(en Entry) bool {
 			return en.Dot.Region == id.Region && en.Dot.Seq < id.Seq
 		})
-		sort.Slice(e.Entries, func(i, j int) bool { return e.Entries[i].Dot.Region < e.Entries[j].Dot.Region })
+		sortByRegion(e.Entries)
 	case KindIncr:
 		run := op.Run
 		run.Seq = id.Seq
@@ -270,10 +270,22 @@ func (e *Elem) clone() *Elem {
 }
 
 func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
+	return appendSortedKeys(make([]string, 0, len(m)), m)
+}
+
+// appendSortedKeys appends m's keys to ks, sorted; with ks a slice of an
+// array on the caller's stack, it allocates nothing for small maps.
+func appendSortedKeys[V any](ks []string, m map[string]V) []string {
 	for k := range m {
 		ks = append(ks, k)
 	}
-	sort.Strings(ks)
+	slices.Sort(ks)
 	return ks
+}
+
+// sortByRegion sorts entries by region (one entry per region).
+func sortByRegion(es []Entry) {
+	if len(es) > 1 {
+		slices.SortStableFunc(es, func(a, b Entry) int { return strings.Compare(a.Dot.Region, b.Dot.Region) })
+	}
 }

@@ -2,7 +2,6 @@ package crdt
 
 import (
 	"bytes"
-	"sort"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -132,6 +131,6 @@ func UnmarshalState(t Type, b []byte) (*Elem, *Expiry, error) {
 	if r.err != nil {
 		return nil, nil, r.err
 	}
-	sort.Slice(e.Entries, func(i, j int) bool { return e.Entries[i].Dot.Region < e.Entries[j].Dot.Region })
+	sortByRegion(e.Entries)
 	return e, x, nil
 }

@@ -163,7 +163,8 @@ func (w *writer) str(s string)    { w.do(w.enc.EncodeString(s)) }
 
 func (w *writer) runs(m map[string]Run) {
 	w.arr(len(m))
-	for _, r := range sortedKeys(m) {
+	var buf [8]string
+	for _, r := range appendSortedKeys(buf[:0], m) {
 		run := m[r]
 		w.arr(5)
 		w.str(r)

@@ -176,7 +176,7 @@ func (f *follower) switchTo(ctx context.Context, r manager.Region) error {
 	if ours && oldErr == nil && oldRole == "master" {
 		// No stray writer may use the old master: make it a replica of the
 		// new one at once (a full sync replaces its data).
-		if err := oldc.Do(ctx, "REPLICAOF", host, port).Err(); err != nil {
+		if err := f.replicate(ctx, oldc, old, host, port); err != nil {
 			f.log.Warn().Err(err).Str("redis", old).Msg("cannot demote the old master; the replica keeper retries")
 		} else {
 			f.log.Warn().Str("redis", old).Str("master", r.Redis).Msg("demoted the old master to a replica of the new one")
@@ -311,11 +311,30 @@ func (f *follower) keepReplica(ctx context.Context, r manager.Region) {
 	c := f.client(r.Replica)
 	actx, cancel := context.WithTimeout(ctx, adminTimeout)
 	defer cancel()
-	if err := c.Do(actx, "REPLICAOF", host, port).Err(); err != nil {
+	if err := f.replicate(actx, c, r.Replica, host, port); err != nil {
 		f.log.Warn().Err(err).Str("replica", r.Replica).Msg("cannot make the replica follow the master")
 		return
 	}
 	f.log.Warn().Str("replica", r.Replica).Str("master", r.Redis).Str("was", h.ReplicaLink).Msg("made the region's replica follow its master (a full sync)")
+}
+
+// replicate makes the Redis at addr (client c) a replica of host:port.
+// The region's Redis servers share its credentials: when they have a
+// password, it is set as the replica's masterauth (and masteruser) first,
+// so that the link comes up without configuring that by hand. A Redis
+// whose CONFIG command is disabled must have it configured already.
+func (f *follower) replicate(ctx context.Context, c *redis.Client, addr, host, port string) error {
+	opt := f.d.cfg.Redis
+	if opt.Password != "" {
+		err := c.ConfigSet(ctx, "masterauth", opt.Password).Err()
+		if err == nil && opt.Username != "" {
+			err = c.ConfigSet(ctx, "masteruser", opt.Username).Err()
+		}
+		if err != nil {
+			f.log.Warn().Err(err).Str("redis", addr).Msg("cannot set masterauth; the replication link needs it configured in that Redis")
+		}
+	}
+	return c.Do(ctx, "REPLICAOF", host, port).Err()
 }
 
 // client returns the follower's admin client of the Redis at addr: the

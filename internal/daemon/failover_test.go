@@ -418,3 +418,47 @@ func TestReplicaLink(t *testing.T) {
 		}
 	}
 }
+
+// TestFailoverSetsMasterauth: the region's Redis servers have a password,
+// and the master (started as a master) has no masterauth. After a planned
+// failover the old master, demoted to a replica of the new one, gets the
+// password as its masterauth from the child, and its link comes up.
+func TestFailoverSetsMasterauth(t *testing.T) {
+	ctx := context.Background()
+	mgr := testnats.StartAuth(t, "mgr", "gr", "secret")
+	_, js := mgr.Connect()
+	s, err := manager.Open(ctx, js, "shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateInstance(ctx, manager.Instance{}); err != nil {
+		t.Fatal(err)
+	}
+	master := testredis.Start(t, testredis.WithPassword("pw"))
+	replica := master.StartReplica(t)
+	ns := testnats.StartAuth(t, "sgp", "gr", "secret")
+	sgp := startManagedOn(t, mgr, "sgp", ns, *master.Options())
+	if _, _, err := s.AddRegion(ctx, manager.Region{ID: "sgp", NATS: ns.URL(), Redis: master.Addr(), Replica: replica.Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a write on sgp", func() bool { return sgp.c.Set(ctx, "a", "1", 0).Err() == nil })
+	if auth, err := master.Client().ConfigGet(ctx, "masterauth").Result(); err != nil || auth["masterauth"] != "" {
+		t.Fatalf("the master has masterauth %q (%v) before the failover", auth["masterauth"], err)
+	}
+	r, err := s.Failover(ctx, "sgp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if _, err := s.WaitServing(wctx, r, 0); err != nil {
+		t.Fatal(err)
+	}
+	waitForIn(t, 20*time.Second, "the old master's link to the new one up", func() bool {
+		info := replInfo(t, master.Client())
+		return info["role"] == "slave" && info["master_port"] == fmt.Sprint(replica.Port) && info["master_link_status"] == "up"
+	})
+	waitFor(t, "the write on the old master, synced back", func() bool {
+		return master.Client().Get(ctx, "a").Val() != ""
+	})
+}
