@@ -49,40 +49,60 @@ func (e *Engine) applyArgs(ctx context.Context, origin string, ops [][]byte, ch 
 	if len(ops) < e.cfg.FastApplyMin {
 		return plainApplyArgs(origin, ops), nil
 	}
+	// A candidate is a string write without expiry of the origin: a plain
+	// write read in place (set, merged by crdt.MergeStringSet), or any
+	// other decoded into the model's Op (merged by MergeStringRecord).
 	type fast struct {
 		op   *crdt.Op
-		read int // index of the key in names
+		set  *crdt.StringSet
+		key  string
+		seq  uint64
+		ts   crdt.Timestamp
+		read int // index of the key in names; -1: not a candidate
 	}
+	// sets holds the plain writes; its capacity is the batch's, so that
+	// the pointers to its elements stay valid.
 	var (
-		cand    = make([]fast, len(ops)) // op nil: not a candidate
+		cand    = make([]fast, len(ops))
+		sets    = make([]crdt.StringSet, 0, len(ops))
 		names   []string
 		index   = map[string]int{}
 		touched []string // keys of ops that go the general way for sure (chain only)
 	)
 	for i, b := range ops {
-		op, err := crdt.UnmarshalOp(b)
-		if err != nil {
-			continue // gr_apply reports a corrupt op
-		}
-		if op.ID.Region != origin || len(op.Elems) != 1 || op.Exp != nil || op.Elems[0].Type != crdt.TypeString {
-			if ch != nil {
-				touched = append(touched, op.Key)
+		cand[i].read = -1
+		var c fast
+		if set, ok := crdt.ParseStringSet(b); ok && set.ID.Region == origin {
+			sets = append(sets, set)
+			c.set = &sets[len(sets)-1]
+			c.key, c.seq, c.ts = set.Key, set.ID.Seq, set.TS
+		} else {
+			op, err := crdt.UnmarshalOp(b)
+			if err != nil {
+				continue // gr_apply reports a corrupt op
 			}
-			continue
+			if op.ID.Region != origin || len(op.Elems) != 1 || op.Exp != nil || op.Elems[0].Type != crdt.TypeString {
+				if ch != nil {
+					touched = append(touched, op.Key)
+				}
+				continue
+			}
+			c.op, c.key, c.seq, c.ts = op, op.Key, op.ID.Seq, op.TS
 		}
-		j, ok := index[op.Key]
+		j, ok := index[c.key]
 		if !ok {
 			j = len(names)
-			index[op.Key] = j
-			names = append(names, op.Key)
+			index[c.key] = j
+			names = append(names, c.key)
 		}
-		cand[i] = fast{op: op, read: j}
+		c.read = j
+		cand[i] = c
 	}
 	if len(names) == 0 {
 		ch.record(nil, nil, nil, touched)
 		return plainApplyArgs(origin, ops), nil
 	}
-	argv := make([]any, 3, 3+len(ops))
+	argv := make([]any, 3, 3+6*len(ops))
 	argv[0] = origin
 	var applied uint64
 	if ch != nil {
@@ -107,7 +127,7 @@ func (e *Engine) applyArgs(ctx context.Context, origin string, ops [][]byte, ch 
 		}
 		known[j] = true
 		if ch != nil {
-			if a, ok := ch.ahead[names[j]]; ok && a.batch > applied {
+			if a, ok := ch.ahead(names[j]); ok {
 				cur[j], known[j] = a.rec, a.known
 			}
 		}
@@ -115,21 +135,34 @@ func (e *Engine) applyArgs(ctx context.Context, origin string, ops [][]byte, ch 
 	var ts crdt.Timestamp
 	for i, b := range ops {
 		c := cand[i]
-		if c.op == nil || !known[c.read] {
+		if c.read < 0 || !known[c.read] {
 			argv = append(argv, b)
 			continue
 		}
 		old := cur[c.read]
-		merged, ok := crdt.MergeStringRecord(old, c.op)
+		merged, ok, handled := []byte(nil), false, false
+		if c.set != nil {
+			merged, ok, handled = crdt.MergeStringSet(old, c.set)
+		}
+		if !handled {
+			if c.op == nil {
+				if c.op, _ = crdt.UnmarshalOp(b); c.op == nil {
+					known[c.read] = false
+					argv = append(argv, b)
+					continue
+				}
+			}
+			merged, ok = crdt.MergeStringRecord(old, c.op)
+		}
 		if !ok {
 			known[c.read] = false
 			argv = append(argv, b)
 			continue
 		}
 		cur[c.read] = merged
-		argv = append(argv, casTag, strconv.FormatUint(c.op.ID.Seq, 10), c.op.Key, old, merged, b)
-		if ts.Less(c.op.TS) {
-			ts = c.op.TS
+		argv = append(argv, casTag, strconv.FormatUint(c.seq, 10), c.key, old, merged, b)
+		if ts.Less(c.ts) {
+			ts = c.ts
 		}
 	}
 	argv[1], argv[2] = strconv.FormatInt(ts.Ms, 10), strconv.FormatUint(uint64(ts.Lc), 10)
@@ -148,7 +181,7 @@ func (e *Engine) applyArgs(ctx context.Context, origin string, ops [][]byte, ch 
 //
 // A batch prepared while the one before is in flight may read records that
 // the one before is about to change. The chain remembers the records each
-// prepared batch leaves behind (ahead) and uses those instead of what MGET
+// prepared batch leaves behind (inflight) and uses those instead of what MGET
 // read, until a Commit says that batch was applied before the next MGET.
 // Whatever the chain assumes, gr_apply's compare-and-set is what decides:
 // a record that is not what the batch was prepared against sends the op
@@ -158,8 +191,9 @@ type ApplyChain struct {
 	origin  string
 	applied atomic.Uint64 // the last batch committed or dropped
 	next    uint64        // the last batch prepared
-	ahead   map[string]aheadRecord
-	queue   []chainBatch // prepared batches with keys in ahead, oldest first
+	// inflight are the records that the prepared batches not yet known
+	// to be applied leave behind, a map per batch, oldest first.
+	inflight []chainBatch
 }
 
 // aheadRecord is a key's record as a prepared batch leaves it; known is
@@ -167,12 +201,11 @@ type ApplyChain struct {
 type aheadRecord struct {
 	rec   []byte
 	known bool
-	batch uint64
 }
 
 type chainBatch struct {
 	id   uint64
-	keys []string
+	recs map[string]aheadRecord
 }
 
 // Chain is an ApplyChain as its users see it (an interface, so that tests
@@ -196,7 +229,7 @@ type Prepared struct {
 func (e *Engine) NewApplyChain(origin string) Chain { return e.newApplyChain(origin) }
 
 func (e *Engine) newApplyChain(origin string) *ApplyChain {
-	return &ApplyChain{e: e, origin: origin, ahead: map[string]aheadRecord{}}
+	return &ApplyChain{e: e, origin: origin}
 }
 
 // Prepare builds the call that applies ops, to be run by Commit.
@@ -228,18 +261,21 @@ func (c *ApplyChain) drop(id uint64) {
 // prune forgets what batches up to applied left behind.
 func (c *ApplyChain) prune(applied uint64) {
 	n := 0
-	for _, b := range c.queue {
-		if b.id > applied {
-			break
-		}
-		for _, k := range b.keys {
-			if a, ok := c.ahead[k]; ok && a.batch == b.id {
-				delete(c.ahead, k)
-			}
-		}
+	for n < len(c.inflight) && c.inflight[n].id <= applied {
 		n++
 	}
-	c.queue = c.queue[n:]
+	c.inflight = c.inflight[n:]
+}
+
+// ahead returns the record that the newest batch in flight that changes
+// key leaves behind.
+func (c *ApplyChain) ahead(key string) (aheadRecord, bool) {
+	for i := len(c.inflight) - 1; i >= 0; i-- {
+		if a, ok := c.inflight[i].recs[key]; ok {
+			return a, true
+		}
+	}
+	return aheadRecord{}, false
 }
 
 // record notes what the batch being prepared leaves behind: the records of
@@ -249,13 +285,14 @@ func (c *ApplyChain) record(names []string, cur [][]byte, known []bool, touched 
 	if c == nil || len(names)+len(touched) == 0 {
 		return
 	}
+	recs := make(map[string]aheadRecord, len(names)+len(touched))
 	for j, k := range names {
-		c.ahead[k] = aheadRecord{rec: cur[j], known: known[j], batch: c.next}
+		recs[k] = aheadRecord{rec: cur[j], known: known[j]}
 	}
 	for _, k := range touched {
-		c.ahead[k] = aheadRecord{batch: c.next}
+		recs[k] = aheadRecord{}
 	}
-	c.queue = append(c.queue, chainBatch{id: c.next, keys: append(names, touched...)})
+	c.inflight = append(c.inflight, chainBatch{id: c.next, recs: recs})
 }
 
 // plainApplyArgs are gr_apply's arguments without fast items.

@@ -1,12 +1,15 @@
 package child
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/rs/zerolog"
 
+	"github.com/globalreplica/globalreplica/crdt"
 	"github.com/globalreplica/globalreplica/internal/testredis"
 )
 
@@ -137,8 +140,8 @@ func TestApplyChainAhead(t *testing.T) {
 		t.Fatalf("%d items went the general way; want k0's %d", slow, perBatch*batches/keys)
 	}
 	// What the chain kept ahead is forgotten once applied.
-	if ch.prune(ch.applied.Load()); len(ch.ahead) != 0 || len(ch.queue) != 0 {
-		t.Fatalf("the chain still holds %d records of %d batches", len(ch.ahead), len(ch.queue))
+	if ch.prune(ch.applied.Load()); len(ch.inflight) != 0 {
+		t.Fatalf("the chain still holds the records of %d batches", len(ch.inflight))
 	}
 	dst = dst2
 	check(func(i int) string {
@@ -148,4 +151,65 @@ func TestApplyChainAhead(t *testing.T) {
 		}
 		return last(i)
 	})
+}
+
+// TestFastMergeReadsLuaForms: the ops and state records that Redis's Lua
+// functions encode (cmsgpack, not the Go encoder) are read in place by the
+// fast merge (crdt.ParseStringSet, crdt.MergeStringSet), with the model's
+// result: plain writes, overwrites, a counter's record and a value of 40
+// bytes.
+func TestFastMergeReadsLuaForms(t *testing.T) {
+	ctx := context.Background()
+	src := newTestEngine(t, "sgp")
+	for _, w := range [][]string{
+		{"set", "a", "1", "0", "0", "0", "0", "", "0"},
+		{"set", "a", "2", "0", "0", "0", "0", "", "0"},
+		{"incrby", "n", "5"},
+		{"set", "n", strings.Repeat("x", 40), "0", "0", "0", "0", "", "0"},
+		{"set", "b", "v", "0", "0", "0", "0", "", "0"},
+	} {
+		if _, err := src.Write(ctx, w[0], w[1:]...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ops, err := src.ReadLog(ctx, 10)
+	if err != nil || len(ops) != 5 {
+		t.Fatalf("op log: %d ops, %v", len(ops), err)
+	}
+	// Each SET op merged into the record its key held before it, as Lua
+	// wrote it: src's ops applied one by one by an engine whose batches of
+	// one op go to gr_apply as they are (no fast path).
+	dst, err := NewEngine(ctx, EngineConfig{Instance: "test", Region: "fra"}, testredis.Start(t).Client(), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = dst.Close() })
+	if err := dst.MarkReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, b := range ops {
+		op, err := crdt.UnmarshalOp(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := dst.Redis().Get(ctx, op.Key).Result()
+		var rec []byte
+		if err == nil {
+			rec = []byte(raw)
+		}
+		set, ok := crdt.ParseStringSet(b)
+		if isSet := op.Elems[0].Kind == crdt.KindSet; ok != isSet {
+			t.Fatalf("op %d (%s %s): ParseStringSet %v", i, op.Key, op.Elems[0].Val, ok)
+		}
+		if ok {
+			got, gotOK, handled := crdt.MergeStringSet(rec, &set)
+			want, wantOK := crdt.MergeStringRecord(rec, op)
+			if !handled || gotOK != wantOK || !bytes.Equal(got, want) {
+				t.Fatalf("op %d into %x: fast %x %v %v, model %x %v", i, rec, got, gotOK, handled, want, wantOK)
+			}
+		}
+		if res, err := dst.Apply(ctx, "sgp", [][]byte{b}); err != nil || res.Fast != 0 {
+			t.Fatalf("apply: %+v %v (want the Lua merge)", res, err)
+		}
+	}
 }

@@ -3,6 +3,8 @@ package crdt
 import (
 	"bytes"
 	"testing"
+
+	"pgregory.net/rapid"
 )
 
 // TestMergeStringRecord checks the fast path's merge against the model's:
@@ -107,7 +109,8 @@ func TestMergeStringRecord(t *testing.T) {
 }
 
 // BenchmarkFastApply is the child's part of a fast remote apply of one
-// string write: decode the op, merge it into the record read.
+// string write: decode the op, merge it into the record read; with the
+// model's structures and in place.
 func BenchmarkFastApply(b *testing.B) {
 	const now = 1_764_000_000_000
 	sgp := NewStore("sgp")
@@ -134,14 +137,81 @@ func BenchmarkFastApply(b *testing.B) {
 	if !ok {
 		b.Fatal("declined")
 	}
-	b.ReportAllocs()
-	for b.Loop() {
-		op, err := UnmarshalOp(raw[1])
-		if err != nil {
-			b.Fatal(err)
+	b.Run("model", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			op, err := UnmarshalOp(raw[1])
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, ok := MergeStringRecord(rec, op); !ok {
+				b.Fatal("declined")
+			}
 		}
-		if _, ok := MergeStringRecord(rec, op); !ok {
-			b.Fatal("declined")
+	})
+	b.Run("in place", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			set, ok := ParseStringSet(raw[1])
+			if !ok {
+				b.Fatal("not a plain write")
+			}
+			if _, ok, handled := MergeStringSet(rec, &set); !ok || !handled {
+				b.Fatal("declined")
+			}
 		}
+	})
+}
+
+// TestPropMergeStringSet: over random histories of every kind of write on
+// a few keys by 3-5 regions, every delivery of an op to a region is also
+// tried with the in-place fast merge on the region's record of the key:
+// ParseStringSet takes exactly the plain string writes, and wherever
+// MergeStringSet answers it returns what MergeStringRecord returns, byte
+// for byte. It must answer for most of them.
+func TestPropMergeStringSet(t *testing.T) {
+	t.Parallel()
+	var sets, answered, merged int
+	rapid.Check(t, func(t *rapid.T) {
+		w := newWorld(t, 3, 5, rapid.Bool().Draw(t, "fifo"))
+		w.beforeDeliver = func(d int, b []byte) {
+			op := mustDecode(t, b)
+			set, ok := ParseStringSet(b)
+			isSet := len(op.Elems) == 1 && op.Exp == nil && op.Elems[0].Type == TypeString && op.Elems[0].Kind == KindSet
+			if ok != isSet {
+				t.Fatalf("ParseStringSet(%+v) = %v", op, ok)
+			}
+			if !ok {
+				return
+			}
+			if set.ID != op.ID || set.TS != op.TS || set.Key != op.Key || set.Val != op.Elems[0].Val || set.nrm != len(op.Elems[0].Rm) {
+				t.Fatalf("ParseStringSet: %+v, op %+v", set, op)
+			}
+			var rec []byte
+			if k := w.stores[d].Keys[op.Key]; k != nil && k.Str != nil {
+				rec = MarshalState(TypeString, k.Str, nil)
+			}
+			got, gotOK, handled := MergeStringSet(rec, &set)
+			want, wantOK := MergeStringRecord(rec, op)
+			sets++
+			if !handled {
+				return
+			}
+			answered++
+			if gotOK != wantOK || !bytes.Equal(got, want) {
+				t.Fatalf("%v into %x: fast %x %v, model %x %v", op.ID, rec, got, gotOK, want, wantOK)
+			}
+			if gotOK {
+				merged++
+			}
+		}
+		for range rapid.IntRange(30, 150).Draw(t, "steps") {
+			w.step(allKinds, false)
+		}
+		w.deliverAll()
+	})
+	if answered < sets*9/10 || merged == 0 {
+		t.Fatalf("the fast merge answered %d of %d string writes (%d merged)", answered, sets, merged)
 	}
+	t.Logf("%d string writes delivered, %d answered by the fast merge, %d of them merged", sets, answered, merged)
 }

@@ -78,9 +78,12 @@ type world struct {
 	cut      []bool   // partitioned replicas
 	clock    int64
 	skew     []int64
-	keys     []string
-	names    []string
-	floor    []Vector // per replica, the vector it last collected tombstones with: ops at or below it are never sent to it again
+	// beforeDeliver, when set, sees every delivery (replica, encoded op)
+	// before the replica applies the op.
+	beforeDeliver func(d int, op []byte)
+	keys          []string
+	names         []string
+	floor         []Vector // per replica, the vector it last collected tombstones with: ops at or below it are never sent to it again
 }
 
 // lazy defers formatting to when rapid actually prints a log line.
@@ -189,6 +192,9 @@ func (w *world) deliver(d, j int) {
 	dup := ""
 	if w.applied[d][j] {
 		dup = " (again)"
+	}
+	if w.beforeDeliver != nil {
+		w.beforeDeliver(d, w.wire[j])
 	}
 	c := w.stores[d].Apply(op)
 	w.t.Logf("  %s <- %v%s %v", w.stores[d].Region, op.ID, dup, c)
