@@ -244,7 +244,12 @@ func redisSnapshot(t *testing.T, e *Engine) map[string]crdt.Visible {
 // run it with batches of every size.
 func newTestEngine(t *testing.T, region string) *Engine {
 	t.Helper()
-	cfg := EngineConfig{Instance: "test", Region: region, FastApplyMin: 1}
+	return newTestEngineWith(t, EngineConfig{Instance: "test", Region: region, FastApplyMin: 1})
+}
+
+// newTestEngineWith is newTestEngine with the engine's config.
+func newTestEngineWith(t *testing.T, cfg EngineConfig) *Engine {
+	t.Helper()
 	e, err := NewEngine(context.Background(), cfg, testredis.Start(t).Client(), zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)

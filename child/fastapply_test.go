@@ -7,10 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rs/zerolog"
-
 	"github.com/globalreplica/globalreplica/crdt"
-	"github.com/globalreplica/globalreplica/internal/testredis"
 )
 
 // TestFastApplyMin: batches smaller than FastApplyMin go to gr_apply as they
@@ -19,14 +16,7 @@ import (
 func TestFastApplyMin(t *testing.T) {
 	ctx := context.Background()
 	src := newTestEngine(t, "sgp")
-	dst, err := NewEngine(ctx, EngineConfig{Instance: "test", Region: "fra"}, testredis.Start(t).Client(), zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = dst.Close() })
-	if err := dst.MarkReady(ctx); err != nil {
-		t.Fatal(err)
-	}
+	dst := newTestEngineWith(t, EngineConfig{Instance: "test", Region: "fra"}) // the default FastApplyMin
 	n := DefaultFastApplyMin + 10
 	for i := range n {
 		if _, err := src.Write(ctx, "set", fmt.Sprintf("k%d", i), fmt.Sprintf("v%d", i), "0", "0", "0", "0", "", "0"); err != nil {
@@ -179,14 +169,7 @@ func TestFastMergeReadsLuaForms(t *testing.T) {
 	// Each SET op merged into the record its key held before it, as Lua
 	// wrote it: src's ops applied one by one by an engine whose batches of
 	// one op go to gr_apply as they are (no fast path).
-	dst, err := NewEngine(ctx, EngineConfig{Instance: "test", Region: "fra"}, testredis.Start(t).Client(), zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = dst.Close() })
-	if err := dst.MarkReady(ctx); err != nil {
-		t.Fatal(err)
-	}
+	dst := newTestEngineWith(t, EngineConfig{Instance: "test", Region: "fra"}) // the default FastApplyMin
 	for i, b := range ops {
 		op, err := crdt.UnmarshalOp(b)
 		if err != nil {

@@ -103,25 +103,11 @@ var settings = []setting{
 	{name: "manager-nats", env: "GR_MANAGER_NATS", usage: "NATS URL of the channel manager's config store (with the NATS credentials above): the channels come from its desired state and the child publishes heartbeats there; excludes --peers",
 		set: func(c *config, v string) error { c.Manager = v; return nil }},
 	{name: "gc-every", env: "GR_GC_EVERY", def: "1m", usage: "with --manager-nats: least time between two tombstone collections, each a paced scan of the keyspace that holds Redis at most a fifth of the time (docs/storage.md)",
-		set: func(c *config, v string) error {
-			d, err := time.ParseDuration(v)
-			if err != nil || d <= 0 {
-				return fmt.Errorf("gc-every %q: a positive duration like 1m", v)
-			}
-			c.GCEvery = d
-			return nil
-		}},
+		set: func(c *config, v string) error { return positiveDuration(&c.GCEvery, "gc-every", v, "1m") }},
 	{name: "http", env: "GR_HTTP", def: "127.0.0.1:9121", usage: "address of the HTTP endpoint: /metrics (Prometheus), /livez, /readyz, /availability?max_lag=100ms, /channels and channel controls (docs/operations.md); empty: none",
 		set: func(c *config, v string) error { c.HTTP = v; return nil }},
 	{name: "retention", env: "GR_RETENTION", def: "168h", usage: "how long this region's stream keeps ops: how long another region may be away and still resume without a rebuild",
-		set: func(c *config, v string) error {
-			d, err := time.ParseDuration(v)
-			if err != nil || d <= 0 {
-				return fmt.Errorf("retention %q: a positive duration like 168h", v)
-			}
-			c.Retention = d
-			return nil
-		}},
+		set: func(c *config, v string) error { return positiveDuration(&c.Retention, "retention", v, "168h") }},
 	{name: "stream-max-bytes", env: "GR_STREAM_MAX_BYTES", def: "0", usage: "size limit of this region's stream (bytes or with a unit); 0: no limit. Ops dropped for size before a region applied them make it need a rebuild",
 		set: func(c *config, v string) error {
 			if v == "0" {
@@ -141,6 +127,17 @@ var settings = []setting{
 			c.LogLevel = l
 			return nil
 		}},
+}
+
+// positiveDuration parses v, a positive duration, into d; name and example
+// make the error.
+func positiveDuration(d *time.Duration, name, v, example string) error {
+	x, err := time.ParseDuration(v)
+	if err != nil || x <= 0 {
+		return fmt.Errorf("%s %q: a positive duration like %s", name, v, example)
+	}
+	*d = x
+	return nil
 }
 
 // parsePeers reads "fra=nats://...,iad=nats://..." into peers.

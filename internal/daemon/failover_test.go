@@ -332,15 +332,7 @@ func TestPlannedFailoverTwoChildren(t *testing.T) {
 		loads = append(loads, workload.StartIncrementer(c, "n", 2*time.Millisecond))
 	}
 	time.Sleep(500 * time.Millisecond)
-	r, err := s.Failover(ctx, "sgp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	if _, err := s.WaitServing(wctx, r, 0); err != nil {
-		t.Fatal(err)
-	}
+	r := plannedFailover(t, s, "sgp")
 	t.Logf("serving on the new master %s after the swap", time.Since(r.FailedOver).Round(time.Millisecond))
 	time.Sleep(500 * time.Millisecond)
 	acked, refused, ambiguous := 0, 0, 0
@@ -363,6 +355,23 @@ func TestPlannedFailoverTwoChildren(t *testing.T) {
 		}
 	}
 	streamIDs(t, sgp[0].nats, "sgp")
+}
+
+// plannedFailover fails region over (channel-manager failover) and waits
+// until it serves on its new master.
+func plannedFailover(t *testing.T, s *manager.Store, region string) manager.Region {
+	t.Helper()
+	ctx := context.Background()
+	r, err := s.Failover(ctx, region)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if _, err := s.WaitServing(wctx, r, 0); err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
 // converge waits until manager.Verify reports every region equal.
@@ -445,15 +454,7 @@ func TestFailoverSetsMasterauth(t *testing.T) {
 	if auth, err := master.Client().ConfigGet(ctx, "masterauth").Result(); err != nil || auth["masterauth"] != "" {
 		t.Fatalf("the master has masterauth %q (%v) before the failover", auth["masterauth"], err)
 	}
-	r, err := s.Failover(ctx, "sgp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	if _, err := s.WaitServing(wctx, r, 0); err != nil {
-		t.Fatal(err)
-	}
+	plannedFailover(t, s, "sgp")
 	waitForIn(t, 20*time.Second, "the old master's link to the new one up", func() bool {
 		info := replInfo(t, master.Client())
 		return info["role"] == "slave" && info["master_port"] == fmt.Sprint(replica.Port) && info["master_link_status"] == "up"
