@@ -53,30 +53,27 @@ func (e *Engine) applyArgs(ctx context.Context, origin string, ops [][]byte, ch 
 	// write read in place (set, merged by crdt.MergeStringSet), or any
 	// other decoded into the model's Op (merged by MergeStringRecord).
 	type fast struct {
-		op   *crdt.Op
-		set  *crdt.StringSet
-		key  string
-		seq  uint64
-		ts   crdt.Timestamp
-		read int // index of the key in names; -1: not a candidate
+		plain bool           // set is the op, read in place
+		set   crdt.StringSet // plain
+		op    *crdt.Op       // not plain: the op decoded
+		key   string
+		seq   uint64
+		ts    crdt.Timestamp
+		read  int // index of the key in names; -1: not a candidate
 	}
-	// sets holds the plain writes; its capacity is the batch's, so that
-	// the pointers to its elements stay valid.
 	var (
 		cand    = make([]fast, len(ops))
-		sets    = make([]crdt.StringSet, 0, len(ops))
 		names   []string
 		index   = map[string]int{}
 		touched []string // keys of ops that go the general way for sure (chain only)
 	)
 	for i, b := range ops {
-		cand[i].read = -1
-		var c fast
-		if set, ok := crdt.ParseStringSet(b); ok && set.ID.Region == origin {
-			sets = append(sets, set)
-			c.set = &sets[len(sets)-1]
-			c.key, c.seq, c.ts = set.Key, set.ID.Seq, set.TS
+		c := &cand[i]
+		c.read = -1
+		if c.set, c.plain = crdt.ParseStringSet(b); c.plain && c.set.ID.Region == origin {
+			c.key, c.seq, c.ts = c.set.Key, c.set.ID.Seq, c.set.TS
 		} else {
+			c.plain = false
 			op, err := crdt.UnmarshalOp(b)
 			if err != nil {
 				continue // gr_apply reports a corrupt op
@@ -96,7 +93,6 @@ func (e *Engine) applyArgs(ctx context.Context, origin string, ops [][]byte, ch 
 			names = append(names, c.key)
 		}
 		c.read = j
-		cand[i] = c
 	}
 	if len(names) == 0 {
 		ch.record(nil, nil, nil, touched)
@@ -134,15 +130,15 @@ func (e *Engine) applyArgs(ctx context.Context, origin string, ops [][]byte, ch 
 	}
 	var ts crdt.Timestamp
 	for i, b := range ops {
-		c := cand[i]
+		c := &cand[i]
 		if c.read < 0 || !known[c.read] {
 			argv = append(argv, b)
 			continue
 		}
 		old := cur[c.read]
 		merged, ok, handled := []byte(nil), false, false
-		if c.set != nil {
-			merged, ok, handled = crdt.MergeStringSet(old, c.set)
+		if c.plain {
+			merged, ok, handled = crdt.MergeStringSet(old, &c.set)
 		}
 		if !handled {
 			if c.op == nil {

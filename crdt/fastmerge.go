@@ -2,6 +2,7 @@ package crdt
 
 import (
 	"math"
+	"slices"
 	"strings"
 )
 
@@ -11,11 +12,12 @@ import (
 // with what Elem.merge and MarshalState would do. Reading an op or a record
 // into Op and Elem (maps of runs, slices of entries, their strings) and
 // encoding it again costs most of a remote apply's time in the child; these
-// allocate the op's key and the merged record. They handle the forms the
-// engine writes; anything else (more regions than they hold, a record with
-// an expiry register, an encoding they do not expect) is left to
-// MergeStringRecord, which they equal wherever they answer
-// (TestMergeStringSetMatchesModel).
+// allocate a copy of the op (its key and value are parts of it), a copy of
+// the record and the merged record, which they encode with MarshalState's
+// writer. They handle the forms the engine writes; anything else (more
+// regions than they hold, a record with an expiry register, an encoding
+// they do not expect) is left to MergeStringRecord, which they equal
+// wherever they answer (TestPropMergeStringSet).
 
 // maxFastRegions bounds the entries and runs of one record or op that the
 // fast merge holds (on the stack): a region per entry and per run.
@@ -156,7 +158,7 @@ func MergeStringSet(rec []byte, op *StringSet) (out []byte, ok, handled bool) {
 		}
 		e.entries[n] = Entry{Dot: id, Ms: op.TS.Ms, Lc: op.TS.Lc, Val: op.Val}
 		e.ne = n + 1
-		sortEntries(e.entries[:e.ne])
+		sortByRegion(e.entries[:e.ne])
 	}
 	if e.ne == 0 && e.nctr == 0 {
 		return nil, false, true // not live
@@ -200,7 +202,7 @@ func (e *fastElem) read(s string) bool {
 	if p.bad || p.i != len(p.s) {
 		return false
 	}
-	sortEntries(e.entries[:e.ne])
+	sortByRegion(e.entries[:e.ne])
 	for i := 1; i < e.ne; i++ {
 		if e.entries[i].Dot.Region == e.entries[i-1].Dot.Region {
 			return false // not as the engine writes records
@@ -211,7 +213,6 @@ func (e *fastElem) read(s string) bool {
 
 // write encodes the state as MarshalState(TypeString, e, nil) does.
 func (e *fastElem) write(size int) []byte {
-	w := mpWriter{b: make([]byte, 0, size)}
 	n := 4
 	if e.nr == 0 {
 		n = 3
@@ -219,24 +220,24 @@ func (e *fastElem) write(size int) []byte {
 			n = 2
 		}
 	}
-	w.arr(n)
-	w.uint(WireVersion)
-	w.arr(e.ne)
-	for _, en := range e.entries[:e.ne] {
-		w.arr(5)
-		w.str(en.Dot.Region)
-		w.uint(en.Dot.Seq)
-		w.int(en.Ms)
-		w.uint(uint64(en.Lc))
-		w.str(en.Val)
-	}
+	w := newBufWriter(size)
+	w.stateHead(TypeString, n, e.entries[:e.ne])
 	if n > 2 {
-		w.runs(e.ctr[:e.nctr])
+		w.namedRuns(e.ctr[:e.nctr])
 	}
 	if n > 3 {
-		w.runs(e.rm[:e.nr])
+		w.namedRuns(e.rm[:e.nr])
 	}
-	return w.b
+	return w.done()
+}
+
+// namedRuns writes runs sorted by region, as runs writes a map.
+func (w *writer) namedRuns(rs []namedRun) {
+	slices.SortFunc(rs, func(a, b namedRun) int { return strings.Compare(a.region, b.region) })
+	w.arr(len(rs))
+	for _, r := range rs {
+		w.run(r.region, r.run)
+	}
 }
 
 // runs reads a run map (reader.runs) into rs and returns how many it read;
@@ -284,101 +285,4 @@ func findRun(rs []namedRun, region string) int {
 		}
 	}
 	return -1
-}
-
-// sortEntries sorts a few entries by region (insertion sort: no
-// allocation), as sortByRegion does.
-func sortEntries(es []Entry) {
-	for i := 1; i < len(es); i++ {
-		for j := i; j > 0 && strings.Compare(es[j-1].Dot.Region, es[j].Dot.Region) > 0; j-- {
-			es[j-1], es[j] = es[j], es[j-1]
-		}
-	}
-}
-
-// mpWriter appends MessagePack in the forms msgpack's Encoder writes
-// (compact integers, float64 always, the shortest string and array
-// headers), so that its output equals MarshalState's byte for byte.
-type mpWriter struct{ b []byte }
-
-func (w *mpWriter) be(c byte, n int, x uint64) {
-	w.b = append(w.b, c)
-	for i := n - 1; i >= 0; i-- {
-		w.b = append(w.b, byte(x>>(8*i)))
-	}
-}
-
-func (w *mpWriter) arr(n int) {
-	switch {
-	case n < 16:
-		w.b = append(w.b, 0x90|byte(n))
-	case n <= math.MaxUint16:
-		w.be(0xdc, 2, uint64(n))
-	default:
-		w.be(0xdd, 4, uint64(n))
-	}
-}
-
-func (w *mpWriter) uint(n uint64) {
-	switch {
-	case n <= math.MaxInt8:
-		w.b = append(w.b, byte(n))
-	case n <= math.MaxUint8:
-		w.be(0xcc, 1, n)
-	case n <= math.MaxUint16:
-		w.be(0xcd, 2, n)
-	case n <= math.MaxUint32:
-		w.be(0xce, 4, n)
-	default:
-		w.be(0xcf, 8, n)
-	}
-}
-
-func (w *mpWriter) int(n int64) {
-	switch {
-	case n >= 0:
-		w.uint(uint64(n))
-	case n >= -32:
-		w.b = append(w.b, byte(n))
-	case n >= math.MinInt8:
-		w.be(0xd0, 1, uint64(n))
-	case n >= math.MinInt16:
-		w.be(0xd1, 2, uint64(n))
-	case n >= math.MinInt32:
-		w.be(0xd2, 4, uint64(n))
-	default:
-		w.be(0xd3, 8, uint64(n))
-	}
-}
-
-func (w *mpWriter) str(s string) {
-	switch n := len(s); {
-	case n < 32:
-		w.b = append(w.b, 0xa0|byte(n))
-	case n < 256:
-		w.be(0xd9, 1, uint64(n))
-	case n <= math.MaxUint16:
-		w.be(0xda, 2, uint64(n))
-	default:
-		w.be(0xdb, 4, uint64(n))
-	}
-	w.b = append(w.b, s...)
-}
-
-// runs writes runs sorted by region, as writer.runs does.
-func (w *mpWriter) runs(rs []namedRun) {
-	for i := 1; i < len(rs); i++ {
-		for j := i; j > 0 && rs[j-1].region > rs[j].region; j-- {
-			rs[j-1], rs[j] = rs[j], rs[j-1]
-		}
-	}
-	w.arr(len(rs))
-	for _, r := range rs {
-		w.arr(5)
-		w.str(r.region)
-		w.uint(r.run.Seq)
-		w.uint(r.run.Start)
-		w.int(r.run.I)
-		w.be(0xcb, 8, math.Float64bits(r.run.F))
-	}
 }

@@ -1,11 +1,5 @@
 package crdt
 
-import (
-	"bytes"
-
-	"github.com/vmihailenco/msgpack/v5"
-)
-
 // The state record stores one Elem (and, for a string key, the key's expiry
 // register) in Redis, in the same MessagePack dialect as ops:
 //
@@ -17,12 +11,6 @@ import (
 
 // MarshalState encodes an element of type t and an optional expiry register.
 func MarshalState(t Type, e *Elem, x *Expiry) []byte {
-	var buf bytes.Buffer
-	buf.Grow(64)
-	enc := msgpack.GetEncoder()
-	enc.Reset(&buf)
-	defer msgpack.PutEncoder(enc)
-	w := &writer{enc: enc}
 	n := 4
 	if x != nil && len(x.Rm) > 0 {
 		n = 6
@@ -32,21 +20,8 @@ func MarshalState(t Type, e *Elem, x *Expiry) []byte {
 	for n > 2 && n <= 4 && stateEmpty(e, n) {
 		n--
 	}
-	w.arr(n)
-	w.int(WireVersion)
-	w.arr(len(e.Entries))
-	for _, en := range e.Entries {
-		w.arr(5)
-		w.str(en.Dot.Region)
-		w.uint(en.Dot.Seq)
-		w.int(en.Ms)
-		w.uint(uint64(en.Lc))
-		if t == TypeZSet {
-			w.float(en.Score)
-		} else {
-			w.str(en.Val)
-		}
-	}
+	w := newBufWriter(64)
+	w.stateHead(t, n, e.Entries)
 	if n > 2 {
 		w.runs(e.Ctr)
 	}
@@ -65,7 +40,27 @@ func MarshalState(t Type, e *Elem, x *Expiry) []byte {
 	if n > 5 {
 		w.vector(x.Rm)
 	}
-	return buf.Bytes()
+	return w.done()
+}
+
+// stateHead writes the start of a state record of n items: its header,
+// the version and the entries of an element of type t.
+func (w *writer) stateHead(t Type, n int, entries []Entry) {
+	w.arr(n)
+	w.int(WireVersion)
+	w.arr(len(entries))
+	for _, en := range entries {
+		w.arr(5)
+		w.str(en.Dot.Region)
+		w.uint(en.Dot.Seq)
+		w.int(en.Ms)
+		w.uint(uint64(en.Lc))
+		if t == TypeZSet {
+			w.float(en.Score)
+		} else {
+			w.str(en.Val)
+		}
+	}
 }
 
 // stateEmpty reports whether the n-th item (2 = ctr, 3 = rm... counted from

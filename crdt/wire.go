@@ -165,14 +165,39 @@ func (w *writer) runs(m map[string]Run) {
 	w.arr(len(m))
 	var buf [8]string
 	for _, r := range appendSortedKeys(buf[:0], m) {
-		run := m[r]
-		w.arr(5)
-		w.str(r)
-		w.uint(run.Seq)
-		w.uint(run.Start)
-		w.int(run.I)
-		w.float(run.F)
+		w.run(r, m[r])
 	}
+}
+
+// run writes one region's run of a run map.
+func (w *writer) run(region string, run Run) {
+	w.arr(5)
+	w.str(region)
+	w.uint(run.Seq)
+	w.uint(run.Start)
+	w.int(run.I)
+	w.float(run.F)
+}
+
+// bufWriter is a writer into its own buffer, with an encoder from
+// msgpack's pool; done returns the bytes and the encoder.
+type bufWriter struct {
+	writer
+	buf bytes.Buffer
+}
+
+func newBufWriter(size int) *bufWriter {
+	b := &bufWriter{}
+	b.buf.Grow(size)
+	b.enc = msgpack.GetEncoder()
+	b.enc.Reset(&b.buf)
+	return b
+}
+
+func (b *bufWriter) done() []byte {
+	msgpack.PutEncoder(b.enc)
+	b.enc = nil
+	return b.buf.Bytes()
 }
 
 func (w *writer) vector(v Vector) {
