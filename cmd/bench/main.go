@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -64,6 +65,17 @@ Flags:
 	fs.DurationVar(&loadWait, "load-wait", 5*time.Minute, "how long -max-load waits at most, per benchmark")
 	fs.IntVar(&cfg.Endpoint.Clients, "clients", 0, "redis-benchmark -c (default 50)")
 	fs.IntVar(&cfg.Endpoint.Requests, "requests", 0, "redis-benchmark -n per test (default 200000; --quick 50000)")
+	fs.StringVar(&cfg.Endpoint.Tests, "tests", "", "redis-benchmark -t of the endpoint benchmark (default set,get,incr)")
+	fs.Func("pipelines", "comma-separated redis-benchmark -P depths of the endpoint benchmark (default 1,16)", func(v string) error {
+		for _, f := range strings.Split(v, ",") {
+			p, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || p < 1 {
+				return fmt.Errorf("pipeline depth %q: want a positive integer", f)
+			}
+			cfg.Endpoint.Pipelines = append(cfg.Endpoint.Pipelines, p)
+		}
+		return nil
+	})
 	fs.IntVar(&cfg.Memory.Keys, "keys", 0, "keys of the memory benchmark (default 1000000; --quick 200000)")
 	fs.Float64Var(&cfg.Lag.Rate, "lag-rate", 0, "writes/s of the lag benchmark (default 5000)")
 	fs.DurationVar(&cfg.Lag.Duration, "lag-duration", 0, "how long the lag benchmark writes (default 30s; --quick 10s)")

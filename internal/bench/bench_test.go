@@ -41,8 +41,9 @@ func TestParseBenchmarkCSV(t *testing.T) {
 
 func TestCompareRowsTargets(t *testing.T) {
 	raw := []BenchRow{{Test: "SET", RPS: 100}, {Test: "GET", RPS: 200}, {Test: "INCR", RPS: 300}}
+	floor := []BenchRow{{Test: "SET", RPS: 90}, {Test: "GET", RPS: 160}}
 	child := []BenchRow{{Test: "SET", RPS: 50}, {Test: "GET", RPS: 150}, {Test: "INCR", RPS: 49}}
-	rows := compareRows(raw, child, 16)
+	rows := compareRows(raw, floor, child, 16)
 	got := map[string]EndpointRow{}
 	for _, r := range rows {
 		got[r.Command] = r
@@ -50,7 +51,10 @@ func TestCompareRowsTargets(t *testing.T) {
 	if r := got["SET"]; !r.Pass || r.VsTarget != 0.5 || r.Baseline != "SET" {
 		t.Errorf("SET: %+v", r)
 	}
-	if r := got["GET"]; r.Pass || r.VsTarget != 0.75 || r.Target != 0.8 {
+	if r := got["SET"]; r.Floor.RPS != 90 || r.FloorRatio != 0.9 {
+		t.Errorf("SET floor: %+v", r)
+	}
+	if r := got["GET"]; r.Pass || r.VsTarget != 0.75 || r.Target != 0.8 || r.FloorRatio != 0.8 {
 		t.Errorf("GET: %+v", r)
 	}
 	// INCR is held to raw SET, not raw INCR.
@@ -117,7 +121,7 @@ func TestSmoke(t *testing.T) {
 		t.Fatalf("endpoint rows: %+v", rep.Endpoint)
 	}
 	for _, r := range rep.Endpoint.Rows {
-		if r.Raw.RPS <= 0 || r.Child.RPS <= 0 {
+		if r.Raw.RPS <= 0 || r.Child.RPS <= 0 || r.Floor.RPS <= 0 {
 			t.Errorf("row without a rate: %+v", r)
 		}
 	}

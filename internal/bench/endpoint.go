@@ -56,6 +56,11 @@ type EndpointRow struct {
 	Raw      BenchRow `json:"raw"`
 	Child    BenchRow `json:"child"`
 	Ratio    float64  `json:"ratio"` // child rps / raw rps of the same command
+	// The floor server (see floorServer): what an endpoint doing nothing
+	// but the RESP exchange reaches, and its ratio to raw Redis, the
+	// ceiling of the child's.
+	Floor      BenchRow `json:"floor"`
+	FloorRatio float64  `json:"floor_ratio"`
 	// The issue's target: child rps / raw rps of Baseline >= Target.
 	Baseline string  `json:"target_baseline,omitempty"`
 	Target   float64 `json:"target,omitempty"`
@@ -68,7 +73,7 @@ type EndpointRow struct {
 // (for the child: the child, its shipper and the embedded NATS server) and
 // redis-benchmark itself.
 type EndpointRun struct {
-	Server      string  `json:"server"` // raw or child
+	Server      string  `json:"server"` // raw, floor or child
 	Pipeline    int     `json:"pipeline"`
 	Requests    int     `json:"requests"`
 	WallSeconds float64 `json:"wall_seconds"`
@@ -94,9 +99,9 @@ var endpointTargets = map[string]struct {
 	"INCR": {"SET", 0.5},
 }
 
-// Endpoint runs redis-benchmark against a raw redis-server and against the
-// child of a one-region playground, alternating between the two, with
-// identical settings.
+// Endpoint runs redis-benchmark against a raw redis-server, the floor
+// server and the child of a one-region playground, in turn at each
+// pipeline depth, with identical settings.
 func Endpoint(ctx context.Context, env Env, cfg EndpointConfig) (*EndpointResult, error) {
 	cfg.defaults()
 	if _, err := exec.LookPath("redis-benchmark"); err != nil {
@@ -112,6 +117,11 @@ func Endpoint(ctx context.Context, env Env, cfg EndpointConfig) (*EndpointResult
 		return nil, err
 	}
 	defer pl.Close()
+	floor, err := startFloor()
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = floor.Close() }()
 	child := pl.Regions[0].Addr
 	rc := raw.Client()
 	defer func() { _ = rc.Close() }()
@@ -139,21 +149,31 @@ func Endpoint(ctx context.Context, env Env, cfg EndpointConfig) (*EndpointResult
 		if err != nil {
 			return nil, err
 		}
+		env.say("endpoint: the same against the floor server %s", floor.Addr())
+		floorRows, err := run("floor", floor.Addr(), 0, p)
+		if err != nil {
+			return nil, err
+		}
 		env.say("endpoint: the same against the child %s", child)
 		childRows, err := run("child", child, childPID, p)
 		if err != nil {
 			return nil, err
 		}
-		res.Rows = append(res.Rows, compareRows(rawRows, childRows, p)...)
+		res.Rows = append(res.Rows, compareRows(rawRows, floorRows, childRows, p)...)
 	}
 	return res, nil
 }
 
-// compareRows pairs raw and child rows by test and checks the targets.
-func compareRows(raw, child []BenchRow, pipeline int) []EndpointRow {
+// compareRows pairs raw, floor and child rows by test and checks the
+// targets.
+func compareRows(raw, floor, child []BenchRow, pipeline int) []EndpointRow {
 	byTest := map[string]BenchRow{}
 	for _, r := range raw {
 		byTest[r.Test] = r
+	}
+	floorByTest := map[string]BenchRow{}
+	for _, r := range floor {
+		floorByTest[r.Test] = r
 	}
 	var out []EndpointRow
 	for _, c := range child {
@@ -162,6 +182,9 @@ func compareRows(raw, child []BenchRow, pipeline int) []EndpointRow {
 			continue
 		}
 		row := EndpointRow{Command: c.Test, Pipeline: pipeline, Raw: r, Child: c, Ratio: ratio(c.RPS, r.RPS)}
+		if f, ok := floorByTest[c.Test]; ok {
+			row.Floor, row.FloorRatio = f, ratio(f.RPS, r.RPS)
+		}
 		if t, ok := endpointTargets[c.Test]; ok {
 			row.Baseline, row.Target = t.base, t.ratio
 			row.VsTarget = ratio(c.RPS, byTest[t.base].RPS)
