@@ -215,3 +215,44 @@ func TestPropMergeStringSet(t *testing.T) {
 	}
 	t.Logf("%d string writes delivered, %d answered by the fast merge, %d of them merged", sets, answered, merged)
 }
+
+// FuzzMergeStringSet feeds the in-place merge arbitrary ops and records, as
+// a corrupt op on a channel or a damaged record in Redis would: neither
+// ParseStringSet nor MergeStringSet may panic; ParseStringSet takes only
+// what UnmarshalOp decodes to the same plain string write; and wherever
+// MergeStringSet answers, it returns what MergeStringRecord returns for
+// the decoded op, byte for byte.
+func FuzzMergeStringSet(f *testing.F) {
+	recs := [][]byte{nil}
+	base := fuzzBase(f)
+	for _, name := range base.KeyNames() {
+		if k := base.Keys[name]; k.Str != nil {
+			recs = append(recs, MarshalState(TypeString, k.Str, nil))
+		}
+	}
+	for i, op := range seedOps(f) {
+		f.Add(recs[i%len(recs)], mustMarshal(f, op))
+	}
+	f.Fuzz(func(t *testing.T, rec, b []byte) {
+		set, ok := ParseStringSet(b)
+		if !ok {
+			return
+		}
+		op, err := UnmarshalOp(b)
+		if err != nil {
+			t.Fatalf("ParseStringSet took an op UnmarshalOp refuses (%v): %x", err, b)
+		}
+		if len(op.Elems) != 1 || op.Exp != nil || op.Elems[0].Type != TypeString || op.Elems[0].Kind != KindSet ||
+			set.ID != op.ID || set.TS != op.TS || set.Key != op.Key || set.Val != op.Elems[0].Val || set.nrm != len(op.Elems[0].Rm) {
+			t.Fatalf("ParseStringSet: %+v, the op decodes as %s", set, fmtOp(op))
+		}
+		got, gotOK, handled := MergeStringSet(rec, &set)
+		if !handled {
+			return
+		}
+		want, wantOK := MergeStringRecord(rec, op)
+		if gotOK != wantOK || !bytes.Equal(got, want) {
+			t.Fatalf("%v into %x: in place %x %v, model %x %v", op.ID, rec, got, gotOK, want, wantOK)
+		}
+	})
+}
