@@ -29,7 +29,8 @@ import (
 // write.lua and apply.lua, the benchmark loads those instead: a way to
 // compare two versions of the scripts at the same machine load. With
 // GR_LUACOST_AOF set, Redis runs with its append-only file on, as a
-// region's Redis does.
+// region's Redis does; GR_LUACOST_GROUP sets the writes per gr_write call
+// (default 100).
 func BenchmarkLuaCost(b *testing.B) {
 	if dir := os.Getenv("GR_LUA_BASE"); dir != "" {
 		read := func(name string) string {
@@ -118,12 +119,22 @@ func costEngine(b *testing.B, region string) *Engine {
 	return e
 }
 
+// writeN writes n commands in calls of GR_LUACOST_GROUP commands (default
+// 100; the endpoint's calls hold as many writes as arrived together, a few
+// to a few dozen).
 func writeN(b *testing.B, e *Engine, n int, cmd func(int) []string) {
 	b.Helper()
 	ctx := context.Background()
-	for i := 0; i < n; i += 100 {
-		cmds := make([][]string, 0, 100)
-		for j := i; j < min(i+100, n); j++ {
+	group := 100
+	if g := os.Getenv("GR_LUACOST_GROUP"); g != "" {
+		var err error
+		if group, err = strconv.Atoi(g); err != nil || group < 1 {
+			b.Fatalf("GR_LUACOST_GROUP=%q: want a positive integer", g)
+		}
+	}
+	for i := 0; i < n; i += group {
+		cmds := make([][]string, 0, group)
+		for j := i; j < min(i+group, n); j++ {
 			cmds = append(cmds, cmd(j))
 		}
 		_, errs := e.WritePipeline(ctx, cmds)
