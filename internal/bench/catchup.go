@@ -7,17 +7,21 @@ import (
 	"os"
 	"runtime/pprof"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/globalreplica/globalreplica/channel"
 )
 
 // CatchupConfig sets the catch-up benchmark.
 type CatchupConfig struct {
-	Ops      int // backlog written to region A while the channel A→B is paused, default 1,000,000
-	KeySpace int // SET on keys cu:0 ... cu:KeySpace-1, default 100,000
-	Conns    int // writer connections to A, default 8
-	Pipeline int // SETs per pipeline, default 500
+	Ops      int    // backlog written to region A while the channel A→B is paused, default 1,000,000
+	Kind     string // the backlog's writes, one of CatchupKinds; default "set"
+	KeySpace int    // writes to keys cu:0 ... cu:KeySpace-1, default 100,000
+	Conns    int    // writer connections to A, default 8
+	Pipeline int    // writes per pipeline, default 500
 	// Profile, when set, receives a Go CPU profile of this process during
 	// the apply phase alone (the receiver, the engine, NATS).
 	Profile io.Writer `json:"-"`
@@ -26,6 +30,9 @@ type CatchupConfig struct {
 func (c *CatchupConfig) defaults() {
 	if c.Ops == 0 {
 		c.Ops = 1_000_000
+	}
+	if c.Kind == "" {
+		c.Kind = "set"
 	}
 	if c.KeySpace == 0 {
 		c.KeySpace = 100_000
@@ -65,6 +72,10 @@ type CatchupResult struct {
 // channel and times until B's applied sequence for A reaches A's sequence.
 func Catchup(ctx context.Context, env Env, cfg CatchupConfig) (*CatchupResult, error) {
 	cfg.defaults()
+	write, ok := catchupWrites[cfg.Kind]
+	if !ok {
+		return nil, fmt.Errorf("bench: catch-up kind %q: want one of %s", cfg.Kind, strings.Join(CatchupKinds, ", "))
+	}
 	pl, err := env.startPlay(ctx, 2)
 	if err != nil {
 		return nil, err
@@ -96,8 +107,9 @@ func Catchup(ctx context.Context, env Env, cfg CatchupConfig) (*CatchupResult, e
 	env.say("catch-up: channel %s→%s paused; writing %d ops to %s (%s)", a.Name, b.Name, cfg.Ops, a.Name, a.Addr)
 	res := &CatchupResult{Config: cfg, Target: 100_000}
 	start := time.Now()
-	key := func(i int) string { return "cu:" + strconv.Itoa(i%cfg.KeySpace) }
-	if err := pipelinedSets(ctx, a.Addr, cfg.Ops, cfg.Conns, cfg.Pipeline, key, "v"); err != nil {
+	if err := pipelinedWrites(ctx, a.Addr, cfg.Ops, cfg.Conns, cfg.Pipeline, func(pipe redis.Pipeliner, i int) {
+		write(ctx, pipe, "cu:"+strconv.Itoa(i%cfg.KeySpace), i/cfg.KeySpace)
+	}); err != nil {
 		return nil, fmt.Errorf("bench: writing the backlog: %w", err)
 	}
 	res.WriteSeconds = time.Since(start).Seconds()
@@ -159,4 +171,25 @@ func Catchup(ctx context.Context, env Env, cfg CatchupConfig) (*CatchupResult, e
 	}
 	res.Pass = res.ApplyRate >= res.Target
 	return res, nil
+}
+
+// CatchupKinds are the kinds of write a catch-up backlog can be made of.
+var CatchupKinds = []string{"set", "incr", "hset", "sadd", "zadd", "set-ex"}
+
+// catchupWrites writes the round-th write of a backlog's kind to key:
+// each key is written once per round, so every write after the first
+// round merges into state the key already has.
+var catchupWrites = map[string]func(ctx context.Context, pipe redis.Pipeliner, key string, round int){
+	"set":  func(ctx context.Context, pipe redis.Pipeliner, key string, _ int) { pipe.Set(ctx, key, "v", 0) },
+	"incr": func(ctx context.Context, pipe redis.Pipeliner, key string, _ int) { pipe.Incr(ctx, key) },
+	"hset": func(ctx context.Context, pipe redis.Pipeliner, key string, round int) {
+		pipe.HSet(ctx, key, "f"+strconv.Itoa(round%10), "v")
+	},
+	"sadd": func(ctx context.Context, pipe redis.Pipeliner, key string, round int) {
+		pipe.SAdd(ctx, key, "m"+strconv.Itoa(round%10))
+	},
+	"zadd": func(ctx context.Context, pipe redis.Pipeliner, key string, round int) {
+		pipe.ZAdd(ctx, key, redis.Z{Score: float64(round), Member: "m" + strconv.Itoa(round%10)})
+	},
+	"set-ex": func(ctx context.Context, pipe redis.Pipeliner, key string, _ int) { pipe.Set(ctx, key, "v", time.Hour) },
 }

@@ -181,6 +181,15 @@ func quiet(ctx context.Context, c *redis.Client) error {
 // pipelinedSets writes n keys key(0) ... key(n-1) with value through
 // addr, over conns connections that each send pipelines of pipeline SETs.
 func pipelinedSets(ctx context.Context, addr string, n, conns, pipeline int, key func(int) string, value string) error {
+	return pipelinedWrites(ctx, addr, n, conns, pipeline, func(pipe redis.Pipeliner, i int) {
+		pipe.Set(ctx, key(i), value, 0)
+	})
+}
+
+// pipelinedWrites sends the writes write(pipe, 0) ... write(pipe, n-1)
+// through addr, over conns connections that each send pipelines of
+// pipeline writes, and returns the first error.
+func pipelinedWrites(ctx context.Context, addr string, n, conns, pipeline int, write func(pipe redis.Pipeliner, i int)) error {
 	c := client(addr, 0, conns)
 	defer func() { _ = c.Close() }()
 	var wg sync.WaitGroup
@@ -194,7 +203,7 @@ func pipelinedSets(ctx context.Context, addr string, n, conns, pipeline int, key
 			for i := lo; i < hi; i += pipeline {
 				pipe := c.Pipeline()
 				for k := i; k < min(i+pipeline, hi); k++ {
-					pipe.Set(ctx, key(k), value, 0)
+					write(pipe, k)
 				}
 				if _, err := pipe.Exec(ctx); err != nil {
 					errs <- err

@@ -202,7 +202,7 @@ func (r *Report) WriteText(w io.Writer) {
 	}
 	if cu := r.Catchup; cu != nil {
 		p("\n4. Catch-up, sgp → fra (2-region playground): channel paused, backlog written to sgp and shipped, channel resumed\n\n")
-		p("backlog          %d ops (SET on %d keys)\n", cu.Backlog, cu.Config.KeySpace)
+		p("backlog          %d ops (%s on %d keys)\n", cu.Backlog, strings.ToUpper(cu.Config.Kind), cu.Config.KeySpace)
 		p("written to sgp   %.1f s (%.0f ops/s through the child, pipelined); op log shipped after %.1f s\n", cu.WriteSeconds, cu.WriteRate, cu.ShipSeconds)
 		p("applied in fra   %.2f s = %.0f ops/s\n", cu.ApplySeconds, cu.ApplyRate)
 		if cu.ApplyCalls > 0 {
