@@ -142,3 +142,19 @@ func TestSmoke(t *testing.T) {
 		}
 	}
 }
+
+// TestCatchupKinds: every kind --catchup-kind offers has a writer, and
+// every writer is offered.
+func TestCatchupKinds(t *testing.T) {
+	if len(CatchupKinds) != len(catchupWrites) {
+		t.Errorf("%d kinds offered, %d writers", len(CatchupKinds), len(catchupWrites))
+	}
+	for _, k := range CatchupKinds {
+		if catchupWrites[k] == nil {
+			t.Errorf("kind %q has no writer", k)
+		}
+	}
+	if _, err := Catchup(context.Background(), Env{}, CatchupConfig{Kind: "lpush"}); err == nil || !strings.Contains(err.Error(), "lpush") {
+		t.Errorf("an unknown kind: %v", err)
+	}
+}
