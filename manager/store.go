@@ -801,29 +801,72 @@ func (st *State) applyEntry(e jetstream.KeyValueEntry) error {
 
 // Load reads the whole desired state.
 func (s *Store) Load(ctx context.Context) (State, error) {
-	w, err := s.config.WatchAll(ctx, jetstream.IgnoreDeletes())
+	entries, err := s.latest(ctx, ConfigBucket(s.instance))
 	if err != nil {
-		return State{}, fmt.Errorf("manager: reading %s: %w", ConfigBucket(s.instance), err)
+		return State{}, err
 	}
-	defer func() { _ = w.Stop() }()
 	st := NewState()
-	for {
-		select {
-		case <-ctx.Done():
-			return State{}, ctx.Err()
-		case e, ok := <-w.Updates():
-			if !ok {
-				return State{}, fmt.Errorf("manager: reading %s: the watcher stopped", ConfigBucket(s.instance))
-			}
-			if e == nil { // all current values delivered
-				return st, nil
-			}
-			if err := st.applyEntry(e); err != nil {
-				return State{}, err
-			}
+	for _, e := range entries {
+		if e.deleted {
+			continue
+		}
+		if err := st.Apply(e.key, e.value, e.rev, false); err != nil {
+			return State{}, err
 		}
 	}
+	return st, nil
 }
+
+// kvEntry is the latest message of one key of a bucket.
+type kvEntry struct {
+	key     string
+	value   []byte
+	rev     uint64
+	deleted bool // a delete or purge marker
+}
+
+// latest reads the latest entry of every key of a bucket: the subjects its
+// stream holds (stream info), then the last message of each (a direct
+// get). A KV watcher's first values are not used for this: the watcher
+// says it delivered them all once the consumer reports nothing pending,
+// and while keys change that can come before some keys were delivered
+// (nats-io/nats-server#4824). Here a key that changes meanwhile is read at
+// its newer revision, and one that expires meanwhile is left out.
+func (s *Store) latest(ctx context.Context, bucket string) ([]kvEntry, error) {
+	stream, err := s.js.Stream(ctx, "KV_"+bucket)
+	if err != nil {
+		return nil, fmt.Errorf("manager: reading %s: %w", bucket, err)
+	}
+	pre := "$KV." + bucket + "."
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(pre+">"))
+	if err != nil {
+		return nil, fmt.Errorf("manager: reading %s: %w", bucket, err)
+	}
+	subjects := make([]string, 0, len(info.State.Subjects))
+	for subj := range info.State.Subjects {
+		subjects = append(subjects, subj)
+	}
+	sort.Strings(subjects)
+	out := make([]kvEntry, 0, len(subjects))
+	for _, subj := range subjects {
+		m, err := stream.GetLastMsgForSubject(ctx, subj)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue // expired or purged since the stream info
+		}
+		if err != nil {
+			return nil, fmt.Errorf("manager: reading %s: %w", subj, err)
+		}
+		op := m.Header.Get(kvOperationHeader)
+		out = append(out, kvEntry{
+			key: strings.TrimPrefix(subj, pre), value: m.Data, rev: m.Sequence,
+			deleted: op == "DEL" || op == "PURGE" || m.Header.Get(jetstream.MarkerReasonHeader) != "",
+		})
+	}
+	return out, nil
+}
+
+// kvOperationHeader marks a KV delete ("DEL") or purge ("PURGE") message.
+const kvOperationHeader = "KV-Operation"
 
 // Watch follows the desired state: it sends the whole state once it has
 // read the current values, and again after every change. A slow reader
@@ -831,16 +874,34 @@ func (s *Store) Load(ctx context.Context) (State, error) {
 // and older ones are replaced). An entry that does not parse is logged and
 // skipped. The channel is closed when ctx ends or the watch stops.
 func (s *Store) Watch(ctx context.Context) (<-chan State, error) {
-	w, err := s.config.WatchAll(ctx)
+	// The watcher first, for the changes from now on; then the current
+	// values (see latest); a change the current values already hold is
+	// skipped by its revision.
+	w, err := s.config.WatchAll(ctx, jetstream.UpdatesOnly())
 	if err != nil {
 		return nil, fmt.Errorf("manager: watching %s: %w", ConfigBucket(s.instance), err)
 	}
+	entries, err := s.latest(ctx, ConfigBucket(s.instance))
+	if err != nil {
+		_ = w.Stop()
+		return nil, err
+	}
+	st := NewState()
+	seen := map[string]uint64{} // the newest revision applied of each key, deletes too
+	for _, e := range entries {
+		seen[e.key] = e.rev
+		if e.deleted {
+			continue
+		}
+		if err := st.Apply(e.key, e.value, e.rev, false); err != nil {
+			s.log.Error().Err(err).Str("key", e.key).Msg("skipping an entry of the desired state that does not parse")
+		}
+	}
 	out := make(chan State, 1)
+	out <- st.Clone()
 	go func() {
 		defer close(out)
 		defer func() { _ = w.Stop() }()
-		st := NewState()
-		ready := false
 		for {
 			select {
 			case <-ctx.Done():
@@ -849,13 +910,12 @@ func (s *Store) Watch(ctx context.Context) (<-chan State, error) {
 				if !ok {
 					return
 				}
-				if e == nil {
-					ready = true
-				} else if err := st.applyEntry(e); err != nil {
-					s.log.Error().Err(err).Str("key", e.Key()).Msg("skipping an entry of the desired state that does not parse")
+				if e == nil || e.Revision() <= seen[e.Key()] {
 					continue
 				}
-				if !ready {
+				seen[e.Key()] = e.Revision()
+				if err := st.applyEntry(e); err != nil {
+					s.log.Error().Err(err).Str("key", e.Key()).Msg("skipping an entry of the desired state that does not parse")
 					continue
 				}
 				select { // replace an unread state with the newer one
@@ -932,35 +992,27 @@ func (s *Store) PutHeartbeat(ctx context.Context, h Heartbeat) error {
 // Heartbeats returns the heartbeats that have not expired, by region and
 // owner.
 func (s *Store) Heartbeats(ctx context.Context) ([]Heartbeat, error) {
-	w, err := s.beats.WatchAll(ctx, jetstream.IgnoreDeletes())
+	entries, err := s.latest(ctx, HeartbeatBucket(s.instance))
 	if err != nil {
-		return nil, fmt.Errorf("manager: reading heartbeats: %w", err)
+		return nil, err
 	}
-	defer func() { _ = w.Stop() }()
-	var out []Heartbeat
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case e, ok := <-w.Updates():
-			if !ok {
-				return nil, errors.New("manager: reading heartbeats: the watcher stopped")
-			}
-			if e == nil {
-				sort.Slice(out, func(i, j int) bool {
-					if out[i].Region != out[j].Region {
-						return out[i].Region < out[j].Region
-					}
-					return out[i].Owner < out[j].Owner
-				})
-				return out, nil
-			}
-			var h Heartbeat
-			if err := json.Unmarshal(e.Value(), &h); err != nil {
-				s.log.Warn().Err(err).Str("key", e.Key()).Msg("skipping a heartbeat that does not parse")
-				continue
-			}
-			out = append(out, h)
+	out := make([]Heartbeat, 0, len(entries))
+	for _, e := range entries {
+		if e.deleted {
+			continue
 		}
+		var h Heartbeat
+		if err := json.Unmarshal(e.value, &h); err != nil {
+			s.log.Warn().Err(err).Str("key", e.key).Msg("skipping a heartbeat that does not parse")
+			continue
+		}
+		out = append(out, h)
 	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Region != out[j].Region {
+			return out[i].Region < out[j].Region
+		}
+		return out[i].Owner < out[j].Owner
+	})
+	return out, nil
 }

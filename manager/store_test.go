@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -452,5 +454,96 @@ func TestHeartbeatsAndStatus(t *testing.T) {
 	}
 	if _, err := s.StatusOf(ctx, "sgp", "nope", now); !errors.Is(err, ErrNoRegion) {
 		t.Fatalf("StatusOf unknown: %v", err)
+	}
+}
+
+// TestReadsWhileKeysChange: Heartbeats, Load and Watch return every key
+// while other keys of the bucket change as they read, as children's
+// heartbeats and the floor do all the time. A KV watcher's first nil
+// marker can come before all current values when keys change meanwhile
+// (nats-io/nats-server#4824): a child missing from Heartbeats could let a
+// failover go ahead that one child's heartbeat would have held back, and a
+// region missing from a partial state looks removed.
+func TestReadsWhileKeysChange(t *testing.T) {
+	s, _ := openStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	regions := []string{"r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7"}
+	addRegions(t, s, regions...)
+	const children = 16
+	beat := func(i int) Heartbeat {
+		return Heartbeat{Region: regions[i%len(regions)], Owner: "child-" + strconv.Itoa(i), Time: time.Now()}
+	}
+	for i := range children {
+		if err := s.PutHeartbeat(ctx, beat(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Writers: every heartbeat again and again, the floor and the regions.
+	wctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for w := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; n < 100_000 && wctx.Err() == nil; n++ {
+				if err := s.PutHeartbeat(wctx, beat((n*2+w)%children)); err != nil && wctx.Err() == nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		var rev uint64
+		for n := 0; n < 100_000 && wctx.Err() == nil; n++ {
+			r, err := s.PutFloor(wctx, Floor{Applied: map[string]uint64{"r0": uint64(n)}, At: time.Now()}, rev)
+			if err == nil {
+				rev = r
+				_, err = s.UpdateRegion(wctx, regions[n%len(regions)], func(r *Region) error {
+					r.Replica = "replica-" + strconv.Itoa(n) + ":6379"
+					return nil
+				})
+			}
+			if err != nil {
+				if wctx.Err() == nil {
+					t.Error(err)
+				}
+				return
+			}
+		}
+	}()
+	defer func() { stop(); wg.Wait() }()
+	for round := range 150 {
+		hbs, err := s.Heartbeats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(hbs) != children {
+			t.Fatalf("round %d: Heartbeats returned %d of %d children", round, len(hbs), children)
+		}
+		st, err := s.Load(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st.Regions) != len(regions) || st.Instance == nil {
+			t.Fatalf("round %d: Load returned %d of %d regions (instance %v)", round, len(st.Regions), len(regions), st.Instance != nil)
+		}
+		if round%10 == 0 {
+			wctx, wcancel := context.WithCancel(ctx)
+			states, err := s.Watch(wctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			first := <-states
+			wcancel()
+			for range states {
+			}
+			if len(first.Regions) != len(regions) || first.Instance == nil {
+				t.Fatalf("round %d: Watch's first state holds %d of %d regions", round, len(first.Regions), len(regions))
+			}
+		}
 	}
 }
