@@ -82,7 +82,7 @@ Flags:
 	fs.StringVar(&cpuProf, "cpuprofile", "", "write a Go CPU profile of this process (children, shippers, receivers, embedded NATS) for the whole run to this file")
 	fs.StringVar(&cuProf, "catchup-cpuprofile", "", "write a Go CPU profile of this process during the catch-up's apply phase alone to this file")
 	fs.IntVar(&cfg.Catchup.Ops, "catchup-ops", 0, "backlog of the catch-up benchmark (default 1000000; --quick 100000)")
-	fs.StringVar(&cfg.Catchup.Kind, "catchup-kind", "", "the catch-up backlog's writes, one of "+strings.Join(bench.CatchupKinds, ", ")+" (default set)")
+	fs.StringVar(&cfg.Catchup.Kind, "catchup-kind", "", "the catch-up backlog's writes, one of "+strings.Join(bench.CatchupKinds(), ", ")+" (default set)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0

@@ -143,16 +143,19 @@ func TestSmoke(t *testing.T) {
 	}
 }
 
-// TestCatchupKinds: every kind --catchup-kind offers has a writer, and
-// every writer is offered.
+// TestCatchupKinds: every kind --catchup-kind offers has a writer, each is
+// offered once, and an unknown kind is refused.
 func TestCatchupKinds(t *testing.T) {
-	if len(CatchupKinds) != len(catchupWrites) {
-		t.Errorf("%d kinds offered, %d writers", len(CatchupKinds), len(catchupWrites))
+	kinds := CatchupKinds()
+	if len(kinds) != len(catchupWrites) {
+		t.Errorf("%d kinds offered, %d writers", len(kinds), len(catchupWrites))
 	}
-	for _, k := range CatchupKinds {
-		if catchupWrites[k] == nil {
-			t.Errorf("kind %q has no writer", k)
+	seen := map[string]bool{}
+	for _, k := range kinds {
+		if catchupWrite(k) == nil || seen[k] {
+			t.Errorf("kind %q has no writer or is offered twice", k)
 		}
+		seen[k] = true
 	}
 	if _, err := Catchup(context.Background(), Env{}, CatchupConfig{Kind: "lpush"}); err == nil || !strings.Contains(err.Error(), "lpush") {
 		t.Errorf("an unknown kind: %v", err)

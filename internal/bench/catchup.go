@@ -18,7 +18,7 @@ import (
 // CatchupConfig sets the catch-up benchmark.
 type CatchupConfig struct {
 	Ops      int    // backlog written to region A while the channel A→B is paused, default 1,000,000
-	Kind     string // the backlog's writes, one of CatchupKinds; default "set"
+	Kind     string // the backlog's writes, one of CatchupKinds(); default "set"
 	KeySpace int    // writes to keys cu:0 ... cu:KeySpace-1, default 100,000
 	Conns    int    // writer connections to A, default 8
 	Pipeline int    // writes per pipeline, default 500
@@ -72,9 +72,9 @@ type CatchupResult struct {
 // channel and times until B's applied sequence for A reaches A's sequence.
 func Catchup(ctx context.Context, env Env, cfg CatchupConfig) (*CatchupResult, error) {
 	cfg.defaults()
-	write, ok := catchupWrites[cfg.Kind]
-	if !ok {
-		return nil, fmt.Errorf("bench: catch-up kind %q: want one of %s", cfg.Kind, strings.Join(CatchupKinds, ", "))
+	write := catchupWrite(cfg.Kind)
+	if write == nil {
+		return nil, fmt.Errorf("bench: catch-up kind %q: want one of %s", cfg.Kind, strings.Join(CatchupKinds(), ", "))
 	}
 	pl, err := env.startPlay(ctx, 2)
 	if err != nil {
@@ -173,23 +173,43 @@ func Catchup(ctx context.Context, env Env, cfg CatchupConfig) (*CatchupResult, e
 	return res, nil
 }
 
-// CatchupKinds are the kinds of write a catch-up backlog can be made of.
-var CatchupKinds = []string{"set", "incr", "hset", "sadd", "zadd", "set-ex"}
-
-// catchupWrites writes the round-th write of a backlog's kind to key:
-// each key is written once per round, so every write after the first
-// round merges into state the key already has.
-var catchupWrites = map[string]func(ctx context.Context, pipe redis.Pipeliner, key string, round int){
-	"set":  func(ctx context.Context, pipe redis.Pipeliner, key string, _ int) { pipe.Set(ctx, key, "v", 0) },
-	"incr": func(ctx context.Context, pipe redis.Pipeliner, key string, _ int) { pipe.Incr(ctx, key) },
-	"hset": func(ctx context.Context, pipe redis.Pipeliner, key string, round int) {
+// catchupWrites are the kinds of write a catch-up backlog can be made of,
+// each with what writes the round-th write of its kind to key: each key is
+// written once per round, so every write after the first round merges
+// into state the key already has.
+var catchupWrites = []struct {
+	kind  string
+	write func(ctx context.Context, pipe redis.Pipeliner, key string, round int)
+}{
+	{"set", func(ctx context.Context, pipe redis.Pipeliner, key string, _ int) { pipe.Set(ctx, key, "v", 0) }},
+	{"incr", func(ctx context.Context, pipe redis.Pipeliner, key string, _ int) { pipe.Incr(ctx, key) }},
+	{"hset", func(ctx context.Context, pipe redis.Pipeliner, key string, round int) {
 		pipe.HSet(ctx, key, "f"+strconv.Itoa(round%10), "v")
-	},
-	"sadd": func(ctx context.Context, pipe redis.Pipeliner, key string, round int) {
+	}},
+	{"sadd", func(ctx context.Context, pipe redis.Pipeliner, key string, round int) {
 		pipe.SAdd(ctx, key, "m"+strconv.Itoa(round%10))
-	},
-	"zadd": func(ctx context.Context, pipe redis.Pipeliner, key string, round int) {
+	}},
+	{"zadd", func(ctx context.Context, pipe redis.Pipeliner, key string, round int) {
 		pipe.ZAdd(ctx, key, redis.Z{Score: float64(round), Member: "m" + strconv.Itoa(round%10)})
-	},
-	"set-ex": func(ctx context.Context, pipe redis.Pipeliner, key string, _ int) { pipe.Set(ctx, key, "v", time.Hour) },
+	}},
+	{"set-ex", func(ctx context.Context, pipe redis.Pipeliner, key string, _ int) { pipe.Set(ctx, key, "v", time.Hour) }},
+}
+
+// CatchupKinds returns the kinds of write a catch-up backlog can be made of.
+func CatchupKinds() []string {
+	kinds := make([]string, len(catchupWrites))
+	for i, w := range catchupWrites {
+		kinds[i] = w.kind
+	}
+	return kinds
+}
+
+// catchupWrite returns the writer of a kind, nil for an unknown kind.
+func catchupWrite(kind string) func(ctx context.Context, pipe redis.Pipeliner, key string, round int) {
+	for _, w := range catchupWrites {
+		if w.kind == kind {
+			return w.write
+		}
+	}
+	return nil
 }

@@ -167,14 +167,7 @@ func Endpoint(ctx context.Context, env Env, cfg EndpointConfig) (*EndpointResult
 // compareRows pairs raw, floor and child rows by test and checks the
 // targets.
 func compareRows(raw, floor, child []BenchRow, pipeline int) []EndpointRow {
-	byTest := map[string]BenchRow{}
-	for _, r := range raw {
-		byTest[r.Test] = r
-	}
-	floorByTest := map[string]BenchRow{}
-	for _, r := range floor {
-		floorByTest[r.Test] = r
-	}
+	byTest, floorByTest := rowsByTest(raw), rowsByTest(floor)
 	var out []EndpointRow
 	for _, c := range child {
 		r, ok := byTest[c.Test]
@@ -193,6 +186,15 @@ func compareRows(raw, floor, child []BenchRow, pipeline int) []EndpointRow {
 		out = append(out, row)
 	}
 	return out
+}
+
+// rowsByTest indexes redis-benchmark rows by their test.
+func rowsByTest(rows []BenchRow) map[string]BenchRow {
+	m := make(map[string]BenchRow, len(rows))
+	for _, r := range rows {
+		m[r.Test] = r
+	}
+	return m
 }
 
 func ratio(a, b float64) float64 {
